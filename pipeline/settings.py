@@ -1,0 +1,218 @@
+"""One typed settings object, read once at the edge and passed down.
+
+Sources, strongest first: keyword overrides (tests, CLI flags), the environment
+(``LETTERPRESS_*``, plus ``REDIS_URL``), the TOML file named by ``--config`` or
+``LETTERPRESS_CONFIG`` (default ``letterpress.toml`` in the working directory, when
+present), then the defaults below. Nothing in Letterpress reads the environment at
+import time.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from .errors import ConfigError
+
+_FILE_VALUES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "letterpress_file_values", default=None
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_DISCLOSURE = (
+    "Affiliate disclosure: This post may contain affiliate links. If you buy through them, "
+    "I may earn a small commission at no extra cost to you."
+)
+DEFAULT_DISCLAIMER = (
+    "This content is for educational purposes only and does not replace professional "
+    "medical advice."
+)
+
+# Hosts (and their subdomains) of the common affiliate networks: every link to them is
+# an affiliate link. ``host?param`` means: a link to that host carrying that query
+# parameter. ``*`` in a host matches one or more labels.
+DEFAULT_AFFILIATE_RULES = [
+    "amazon.*?tag",  # Amazon Associates
+    "amzn.to",
+    "amzn.eu",
+    "a.co",
+    "awin1.com",  # Awin
+    "*?awc",
+    "shareasale.com",  # ShareASale
+    "shrsl.com",
+    "*?sscid",
+    "anrdoezrs.net",  # CJ (Commission Junction)
+    "dpbolvw.net",
+    "jdoqocy.com",
+    "kqzyfj.com",
+    "tkqlhce.com",
+    "emjcd.com",
+    "sjv.io",  # Impact
+    "pxf.io",
+    "*?irclickid",
+    "click.linksynergy.com",  # Rakuten Advertising
+    "*?ranmid",
+    "go.skimresources.com",  # Skimlinks
+    "go.redirectingat.com",
+    "prf.hn",  # Partnerize
+    "tidd.ly",  # Tradedoubler
+    "clk.tradedoubler.com",
+    "redirect.viglink.com",  # Sovrn Commerce
+    "rstyle.me",  # LTK
+    "geni.us",
+    "*?aff_id",
+    "*?affiliate_id",
+    "*?affid",
+]
+
+# Link shorteners hide where they lead, so a link through one is treated as an
+# affiliate link: better a disclosure too many than one missing.
+DEFAULT_SHORTENERS = [
+    "bit.ly",
+    "tinyurl.com",
+    "t.co",
+    "ow.ly",
+    "is.gd",
+    "buff.ly",
+    "rebrand.ly",
+    "cutt.ly",
+    "shorturl.at",
+    "t.ly",
+    "lnkd.in",
+    "tiny.cc",
+]
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values from the TOML file, weaker than the environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_VALUES.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LETTERPRESS_", extra="forbid", populate_by_name=True, frozen=True
+    )
+
+    # The site
+    base_url: str = "http://localhost:8000"
+    site_name: str = "Letterpress"
+    site_tagline: str = ""
+    language: str = "en"
+    default_author: str = "Editorial Team"
+    content_dir: Path = Path("content")
+    templates_dir: Path = Field(default_factory=lambda: _default_templates())
+    max_article_bytes: int = Field(default=2_000_000, gt=0)
+    iframe_hosts: list[str] = Field(
+        default_factory=lambda: ["www.youtube-nocookie.com", "www.youtube.com", "player.vimeo.com"]
+    )
+
+    # Sender (CAN-SPAM wants a valid physical postal address in every commercial email)
+    sender_name: str = "Letterpress"
+    sender_email: str = "newsletter@localhost"
+    postal_address: str = ""
+
+    # Services
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "LETTERPRESS_REDIS_URL")
+    )
+    redis_prefix: str = "letterpress"
+
+    # Affiliate links and disclosures
+    affiliate_disclosure: str = DEFAULT_DISCLOSURE
+    affiliate_rules: list[str] = Field(default_factory=lambda: list(DEFAULT_AFFILIATE_RULES))
+    affiliate_shorteners: list[str] = Field(default_factory=lambda: list(DEFAULT_SHORTENERS))
+
+    # Medical disclaimer
+    disclaimer_text: str = DEFAULT_DISCLAIMER
+    disclaimer_categories: list[str] = Field(default_factory=lambda: ["*"])
+
+    # Hot articles
+    hot_size: int = Field(default=4, ge=0, le=50)
+    hot_half_life_hours: float = Field(default=72.0, gt=0)
+    hot_view_weight: float = Field(default=1.0, ge=0)
+    hot_click_weight: float = Field(default=3.0, ge=0)
+    hot_title_words: int = Field(default=9, ge=1)
+
+    # Email
+    email_full_articles: int = Field(default=1, ge=0)
+    email_clip_bytes: int = Field(default=102_000, gt=0)
+    email_oversize: Literal["fail", "teaser"] = "fail"
+    email_teaser_words: int = Field(default=40, ge=5)
+    utm_source: str = "newsletter"
+    utm_medium: str = "email"
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    @property
+    def site_host(self) -> str:
+        return self.base_url.split("://", 1)[1].split("/", 1)[0].lower()
+
+
+def _default_templates() -> Path:
+    beside = PROJECT_ROOT / "templates"
+    return beside if beside.is_dir() else Path.cwd() / "templates"
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings once, at the edge (the CLI, the worker, a test)."""
+    if config is None and os.environ.get("LETTERPRESS_CONFIG"):
+        config = Path(os.environ["LETTERPRESS_CONFIG"])
+    values: dict[str, Any] = {}
+    if config is not None or Path("letterpress.toml").is_file():
+        path = config or Path("letterpress.toml")
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    token = _FILE_VALUES.set(values)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config)) from None
+    finally:
+        _FILE_VALUES.reset(token)
+
+
+def _describe(exc: ValidationError, config: Path | None) -> str:
+    lines = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        env_name = "LETTERPRESS_" + name.upper()
+        where = f" (environment {env_name}" + (f" or {config}" if config else "") + ")"
+        lines.append(f"setting {name}{where}: {err['msg']}")
+    return "\n".join(lines)
