@@ -105,8 +105,12 @@ class ContentStore(Protocol):
     def changed_since(self, when: datetime) -> list[Article]: ...
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that keeps dates as text, so an impossible date is our error, not a crash."""
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """Safe YAML (libyaml when present) that keeps dates as text, so an impossible date
+    is reported as a problem instead of crashing the parser."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -396,6 +400,7 @@ def _build(
 class Source:
     """One file of the store as bytes, before parsing."""
 
+    path: Path
     display_path: str
     raw: bytes
     modified: datetime
@@ -440,6 +445,7 @@ class FileContentStore:
                 continue
             stat = path.stat()
             yield Source(
+                path,
                 display_path(path),
                 path.read_bytes(),
                 datetime.fromtimestamp(stat.st_mtime, UTC),

@@ -1,0 +1,25 @@
+"""Every Redis key Letterpress uses, built in one place from the project prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "letterpress"
+
+    def _key(self, template: str, *args: str) -> str:
+        return f"{self.prefix}:" + template.format(*args)
+
+    @property
+    def hot_views(self) -> str:
+        return self._key("hot:views")
+
+    @property
+    def hot_clicks(self) -> str:
+        return self._key("hot:clicks")
+
+    @property
+    def hot_landmark(self) -> str:
+        return self._key("hot:landmark")

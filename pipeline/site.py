@@ -1,0 +1,544 @@
+"""The web variant: article pages, home, category and series pages, feed, sitemap.
+
+Builds are incremental. Each output page has a key: a hash of everything it is made
+from (the article's bytes, the hot block it shows, the navigation, the templates and
+the settings). A page whose key is unchanged is not rendered again. The key of every
+page, and what the build learnt of every source file, are kept in
+``<out>/.letterpress/state.json``; rendered article bodies are cached by content hash.
+
+The costly steps (Markdown to HTML, page rendering) are units of JSON work run by a
+``Pool``: in this process, in local processes, or as Celery tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from feedgen.feed import FeedGenerator  # type: ignore[import-untyped]
+
+from . import hot
+from .content import Article, Catalog, FileContentStore, Parsed, build_catalog, parse_article
+from .errors import Problem
+from .markup import Body, Renderer, slugify_heading
+from .pool import Pool, SerialPool, Unit
+from .settings import Settings, load_settings
+from .templating import environment, site_context, templates_version
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".letterpress"
+FORMAT = 1  # bump when the meaning of cached data changes
+CHUNK = 50  # articles per unit of work
+
+
+@dataclass
+class BuildReport:
+    out_dir: Path
+    articles: int = 0
+    written: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+    pool: str = "serial"
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def settings_key(settings: Settings) -> str:
+    import hashlib
+
+    payload = json.dumps([FORMAT, settings.model_dump(mode="json")], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _hash(*parts: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write a whole file or nothing: a crash never leaves half a page."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Units of work (JSON in, JSON out): run by any Pool, including Celery tasks.
+
+
+@cache
+def _renderer(settings_json: str) -> tuple[Settings, Renderer]:
+    settings = load_settings(**json.loads(settings_json))
+    return settings, Renderer(settings)
+
+
+def _unit_settings(unit: Unit) -> tuple[Settings, Renderer]:
+    return _renderer(json.dumps(unit["settings"], sort_keys=True))
+
+
+def _read_article(settings: Settings, path: str, display: str) -> Parsed:
+    p = Path(path)
+    return parse_article(
+        display, p.read_bytes(), settings, datetime.fromtimestamp(p.stat().st_mtime, UTC)
+    )
+
+
+def analyse(unit: Unit) -> Unit:
+    """Render the bodies of some articles into the body cache; report what they hold."""
+    settings, renderer = _unit_settings(unit)
+    cache_dir = Path(unit["cache_dir"])
+    results = []
+    for path, display in unit["files"]:
+        parsed = _read_article(settings, path, display)
+        if parsed.article is None:
+            results.append({"path": display, "hash": None, "links": [], "problems": []})
+            continue
+        body = renderer.body(parsed.article)
+        atomic_write(cache_dir / f"{parsed.article.source_hash}.json", json.dumps(body.to_json()))
+        results.append(_summary(display, parsed.article.source_hash, body))
+    return {"results": results}
+
+
+def _summary(display: str, source_hash: str, body: Body) -> dict[str, Any]:
+    return {
+        "path": display,
+        "hash": source_hash,
+        "links": [[link.slug, link.line, link.href] for link in body.links if link.slug],
+        "affiliate": bool(body.affiliate_links),
+        "problems": [[p.path, p.line, p.message] for p in body.problems],
+    }
+
+
+def render_articles(unit: Unit) -> Unit:
+    """Render some article pages. Each job names the source and the cards it shows."""
+    settings, renderer = _unit_settings(unit)
+    out_dir = Path(unit["out_dir"])
+    cache_dir = Path(unit["cache_dir"])
+    written = []
+    for job in unit["jobs"]:
+        parsed = _read_article(settings, job["file"], job["path"])
+        if parsed.article is None or parsed.article.source_hash != job["hash"]:
+            continue  # changed under our feet: the next build picks it up
+        article = parsed.article
+        cached = cache_dir / f"{article.source_hash}.json"
+        body = (
+            Body.from_json(json.loads(cached.read_text(encoding="utf-8")))
+            if cached.exists()
+            else renderer.body(article)
+        )
+        html = article_page(settings, article, body, [hot.HotCard(**c) for c in job["hot"]],
+                            unit["nav"], unit["css_version"])  # fmt: skip
+        atomic_write(out_dir / job["page"], html)
+        written.append(job["page"])
+    return {"written": written}
+
+
+# ---------------------------------------------------------------------------
+# Pages
+
+
+def _context(settings: Settings, nav: list[dict[str, str]], css_version: str) -> dict[str, Any]:
+    ctx = site_context(settings)
+    ctx.update(nav=nav, css_version=css_version)
+    return ctx
+
+
+def disclosure_for(settings: Settings, article: Article, body: Body) -> str:
+    if article.affiliate is True or body.affiliate_links:
+        return settings.affiliate_disclosure
+    return ""
+
+
+def disclaimer_for(settings: Settings, article: Article) -> str:
+    if isinstance(article.disclaimer, str):
+        return article.disclaimer
+    if article.disclaimer is False:
+        return ""
+    if article.disclaimer is True:
+        return settings.disclaimer_text
+    cats = settings.disclaimer_categories
+    return settings.disclaimer_text if "*" in cats or article.category in cats else ""
+
+
+def article_url(settings: Settings, slug: str) -> str:
+    return f"{settings.base_url}/articles/{slug}/"
+
+
+def article_page(
+    settings: Settings,
+    article: Article,
+    body: Body,
+    cards: list[hot.HotCard],
+    nav: list[dict[str, str]],
+    css_version: str,
+) -> str:
+    env = environment(settings.templates_dir)
+    url = article_url(settings, article.slug)
+    ctx = _context(settings, nav, css_version)
+    ctx.update(
+        article=article,
+        body=body,
+        hot=cards,
+        canonical=url,
+        disclosure=disclosure_for(settings, article, body),
+        disclaimer=disclaimer_for(settings, article),
+        category_slug=slugify_heading(article.category),
+        series_slug=slugify_heading(article.series) if article.series else "",
+        json_ld=_json_ld(settings, article, body, url),
+        absolute=lambda src: src if "://" in src else settings.base_url + "/" + src.lstrip("/"),
+    )
+    return env.get_template("web/article.html").render(ctx)
+
+
+def _json_ld(settings: Settings, article: Article, body: Body, url: str) -> list[dict[str, Any]]:
+    import lxml.html
+
+    graph: list[dict[str, Any]] = [
+        {
+            "@context": "https://schema.org",
+            "@type": "Article",
+            "headline": article.title,
+            "description": article.description,
+            "author": {"@type": "Person", "name": article.author or settings.default_author},
+            "publisher": {"@type": "Organization", "name": settings.site_name},
+            "mainEntityOfPage": url,
+            **({"datePublished": article.published.isoformat()} if article.published else {}),
+            **({"dateModified": article.updated.isoformat()} if article.updated else {}),
+        }
+    ]
+    if body.faq:
+        graph.append(
+            {
+                "@context": "https://schema.org",
+                "@type": "FAQPage",
+                "mainEntity": [
+                    {
+                        "@type": "Question",
+                        "name": question,
+                        "acceptedAnswer": {
+                            "@type": "Answer",
+                            "text": lxml.html.fromstring(answer).text_content().strip(),
+                        },
+                    }
+                    for question, answer in body.faq
+                ],
+            }
+        )
+    return graph
+
+
+# ---------------------------------------------------------------------------
+# The build
+
+
+class Builder:
+    def __init__(
+        self,
+        settings: Settings,
+        out_dir: Path,
+        *,
+        content_dir: Path | None = None,
+        engagement: hot.Engagement | None = None,
+        pool: Pool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.out_dir = out_dir
+        self.store = FileContentStore(content_dir or settings.content_dir, settings)
+        self.engagement = engagement
+        self.pool: Pool = pool or SerialPool()
+        self.state_dir = out_dir / STATE_DIR
+        self.cache_dir = self.state_dir / "bodies"
+
+    def _load_state(self, key: str) -> dict[str, Any]:
+        path = self.state_dir / "state.json"
+        try:
+            state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"key": key, "sources": {}, "pages": {}}
+        if state.get("key") != key:  # other settings or renderer: start again
+            return {"key": key, "sources": {}, "pages": state.get("pages", {})}
+        return state
+
+    def build(self, force: bool = False) -> BuildReport:
+        started = time.perf_counter()
+        report = BuildReport(self.out_dir, pool=self.pool.name)
+        key = settings_key(self.settings)
+        state = self._load_state(key)
+        unit_settings = self.settings.model_dump(mode="json")
+
+        # 1. Read and parse every file; a broken one is reported, never fatal.
+        files: dict[str, Path] = {}
+        parsed: list[Parsed] = []
+        for source in self.store.sources():
+            files[source.display_path] = source.path
+            try:
+                parsed.append(
+                    parse_article(source.display_path, source.raw, self.settings, source.modified)
+                )
+            except Exception as exc:  # a bug must not take the other articles down
+                log.exception("parsing %s", source.display_path)
+                parsed.append(
+                    Parsed(None, [Problem(source.display_path, 1, f"internal error: {exc!r}")])
+                )
+        catalog = build_catalog(parsed)
+        report.problems.extend(catalog.problems)
+
+        # 2. Bodies: analyse the articles whose bytes changed since the last build.
+        summaries: dict[str, dict[str, Any]] = {}
+        stale: list[Article] = []
+        for article in catalog.articles.values():
+            known = state["sources"].get(article.path)
+            cached = self.cache_dir / f"{article.source_hash}.json"
+            if not force and known and known["hash"] == article.source_hash and cached.exists():
+                summaries[article.path] = known
+            else:
+                stale.append(article)
+        units = [
+            {
+                "settings": unit_settings,
+                "cache_dir": str(self.cache_dir),
+                "files": [[str(files[a.path]), a.path] for a in chunk],
+            }
+            for chunk in _chunks(stale, CHUNK)
+        ]
+        for result in self.pool.run("analyse", units):
+            for summary in result["results"]:
+                if summary["hash"] is not None:
+                    summaries[summary["path"]] = summary
+
+        # 3. Problems that need the whole catalog (links to unknown articles).
+        slugs = {a.slug for a in catalog.articles.values() if a.is_published}
+        broken: set[str] = set()
+        for article in catalog.articles.values():
+            summary = summaries.get(article.path)
+            if summary is None:
+                broken.add(article.slug)
+                continue
+            problems = [Problem(*p) for p in summary["problems"]]
+            if article.is_published:
+                problems += [
+                    Problem(article.path, line, f"link to unknown article '{slug}' ({href})")
+                    for slug, line, href in summary["links"]
+                    if slug not in slugs
+                ]
+            if problems:
+                broken.add(article.slug)
+                report.problems.extend(problems)
+        published = [a for a in catalog.published() if a.slug not in broken]
+        report.articles = len(published)
+
+        # 4. Plan the pages and render those whose key changed.
+        scores = hot.current_scores(self.engagement)
+        css = (self.settings.templates_dir / "web" / "site.css").read_bytes()
+        css_version = _hash(css.decode("utf-8"))[:10]
+        tpl = templates_version(self.settings.templates_dir)
+        nav = _nav(published)
+        pages: dict[str, str] = {}
+        jobs = []
+        for article in published:
+            ranked = hot.rank(
+                published, scores, size=self.settings.hot_size, exclude=[article.slug]
+            )
+            cards = [c.__dict__ for c in hot.cards(ranked, self.settings)]
+            page = f"articles/{article.slug}/index.html"
+            page_key = _hash(key, tpl, article.source_hash, cards, nav)
+            pages[page] = page_key
+            if force or state["pages"].get(page) != page_key or not (self.out_dir / page).exists():
+                jobs.append(
+                    {"file": str(files[article.path]), "path": article.path,
+                     "hash": article.source_hash, "hot": cards, "page": page}
+                )  # fmt: skip
+            else:
+                report.unchanged += 1
+        units = [
+            {
+                "settings": unit_settings,
+                "out_dir": str(self.out_dir),
+                "cache_dir": str(self.cache_dir),
+                "nav": nav,
+                "css_version": css_version,
+                "jobs": chunk,
+            }
+            for chunk in _chunks(jobs, CHUNK)
+        ]
+        for result in self.pool.run("render_articles", units):
+            report.written.extend(result["written"])
+
+        for page, page_key, render in self._site_pages(
+            catalog, published, scores, nav, css, css_version, key, tpl
+        ):
+            pages[page] = page_key
+            if force or state["pages"].get(page) != page_key or not (self.out_dir / page).exists():
+                atomic_write(self.out_dir / page, render())
+                report.written.append(page)
+            else:
+                report.unchanged += 1
+
+        # 5. Remove pages nobody makes any more (deleted or unpublished articles), but
+        #    keep the last good page of an article that is broken right now.
+        keep = {f"articles/{slug}/index.html" for slug in broken}
+        for page in sorted(set(state["pages"]) - set(pages) - keep):
+            target = self.out_dir / page
+            if target.exists():
+                target.unlink()
+                report.removed.append(page)
+            _prune_empty(target.parent, self.out_dir)
+        for page in keep & set(state["pages"]):
+            pages[page] = state["pages"][page]
+
+        new_state = {
+            "key": key,
+            "sources": {a.path: summaries[a.path] for a in catalog.articles.values()
+                        if a.path in summaries},
+            "pages": pages,
+        }  # fmt: skip
+        atomic_write(self.state_dir / "state.json", json.dumps(new_state))
+        self._prune_cache({s["hash"] for s in new_state["sources"].values()})
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _site_pages(
+        self,
+        catalog: Catalog,
+        published: list[Article],
+        scores: dict[str, float],
+        nav: list[dict[str, str]],
+        css: bytes,
+        css_version: str,
+        key: str,
+        tpl: str,
+    ) -> Iterable[tuple[str, str, Any]]:
+        settings = self.settings
+        env = environment(settings.templates_dir)
+        ctx = _context(settings, nav, css_version)
+        listed = [_card(a) for a in published]
+
+        yield "assets/site.css", _hash(css.decode()), lambda: css
+
+        home_hot = [c.__dict__ for c in hot.cards(
+            hot.rank(published, scores, size=settings.hot_size), settings)]  # fmt: skip
+        latest = published[:20]
+
+        def home() -> str:
+            return env.get_template("web/index.html").render(
+                ctx, canonical=settings.base_url + "/", hot=home_hot, latest=latest
+            )
+
+        yield "index.html", _hash(key, tpl, home_hot, [_card(a) for a in latest], nav), home
+
+        for kind, attr, folder in (("Category", "category", "category"),
+                                   ("Series", "series", "series")):  # fmt: skip
+            groups: dict[str, list[Article]] = {}
+            for a in published:
+                name = getattr(a, attr)
+                if name:
+                    groups.setdefault(name, []).append(a)
+            for name, items in groups.items():
+                slug = slugify_heading(name)
+                page = f"{folder}/{slug}/index.html"
+
+                def listing(kind: str = kind, name: str = name, items: list[Article] = items,
+                            url: str = f"{settings.base_url}/{folder}/{slug}/") -> str:  # fmt: skip
+                    return env.get_template("web/listing.html").render(
+                        ctx, canonical=url, kind=kind, heading=name, articles=items
+                    )
+
+                yield page, _hash(key, tpl, kind, name, [_card(a) for a in items], nav), listing
+
+        yield "feed.xml", _hash(key, listed[:50]), lambda: _feed(settings, published[:50])
+        yield "sitemap.xml", _hash(key, listed), lambda: _sitemap(settings, env, published, nav)
+        yield (
+            "robots.txt",
+            _hash(key),
+            lambda: f"User-agent: *\nAllow: /\nSitemap: {settings.base_url}/sitemap.xml\n",
+        )
+
+    def _prune_cache(self, live: set[str]) -> None:
+        if not self.cache_dir.is_dir():
+            return
+        for entry in self.cache_dir.iterdir():
+            if entry.suffix == ".json" and entry.stem not in live:
+                entry.unlink(missing_ok=True)
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _card(a: Article) -> dict[str, Any]:
+    return {"slug": a.slug, "title": a.title, "category": a.category, "hash": a.source_hash,
+            "published": a.published.isoformat() if a.published else None}  # fmt: skip
+
+
+def _nav(published: list[Article]) -> list[dict[str, str]]:
+    names = sorted({a.category for a in published})
+    return [{"name": n, "slug": slugify_heading(n)} for n in names]
+
+
+def _feed(settings: Settings, articles: list[Article]) -> bytes:
+    fg = FeedGenerator()
+    fg.id(settings.base_url + "/")
+    fg.title(settings.site_name)
+    fg.subtitle(settings.site_tagline or settings.site_name)
+    fg.link(href=settings.base_url + "/", rel="alternate")
+    fg.link(href=settings.base_url + "/feed.xml", rel="self")
+    fg.language(settings.language)
+    newest = max((a.date for a in articles), default=datetime(2000, 1, 1, tzinfo=UTC))
+    fg.updated(newest)
+    for a in reversed(articles):
+        entry = fg.add_entry()
+        url = article_url(settings, a.slug)
+        entry.id(url)
+        entry.title(a.title)
+        entry.link(href=url)
+        entry.summary(a.description or a.title)
+        entry.author({"name": a.author or settings.default_author})
+        entry.category(term=a.category)
+        entry.published(a.published or a.modified)
+        entry.updated(a.date)
+    data: bytes = fg.atom_str(pretty=True)
+    return data
+
+
+def _sitemap(settings: Settings, env: Any, published: list[Article], nav: list[Any]) -> str:
+    urls: list[tuple[str, str | None]] = [(settings.base_url + "/", None)]
+    urls += [(article_url(settings, a.slug), a.date.date().isoformat()) for a in published]
+    urls += [(f"{settings.base_url}/category/{c['slug']}/", None) for c in nav]
+    series = sorted({a.series for a in published if a.series})
+    urls += [(f"{settings.base_url}/series/{slugify_heading(s)}/", None) for s in series]
+    return str(env.get_template("web/sitemap.xml").render(urls=urls))
+
+
+def _prune_empty(folder: Path, top: Path) -> None:
+    while folder != top and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def clean(out_dir: Path) -> None:
+    if (out_dir / STATE_DIR).exists():
+        shutil.rmtree(out_dir)
