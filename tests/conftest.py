@@ -1,0 +1,80 @@
+"""Shared fixtures: real Redis (a private database, flushed per test), settings that
+ignore the developer's own letterpress.toml, and a copy of the content store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from pipeline.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTENT = ROOT / "content"
+SHARED = ROOT.parent / "shared"
+SEEDS = ("vitamin-k2-for-directing-calcium-to-bones", "the-role-of-vitamin-k2-in-calcium-distribution")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("LETTERPRESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is needed at {url} ({exc}): scripts/test starts one")
+    return url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings from defaults plus overrides, never from the working directory's file."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+
+    def make(**overrides: Any) -> Settings:
+        overrides.setdefault("postal_address", "1 Test Street, Testville")
+        overrides.setdefault("base_url", "https://news.example.org")
+        return load_settings(empty, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def content_dir(tmp_path: Path) -> Path:
+    """A private copy of the repository's content store."""
+    target = tmp_path / "content"
+    shutil.copytree(CONTENT, target)
+    return target
+
+
+def write_article(folder: Path, slug: str, front: str, body: str = "Body text.\n") -> Path:
+    """Write ``folder/slug.md`` with the given front matter lines (without the ---)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{slug}.md"
+    path.write_text(f"---\n{front.strip()}\n---\n{body}", encoding="utf-8")
+    return path
+
+
+def front(title: str = "A title", **fields: str) -> str:
+    lines = [f"title: {title}", "category: Testing", "status: published", "published: 2026-01-02"]
+    lines += [f"{k}: {v}" for k, v in fields.items()]
+    return "\n".join(lines)
