@@ -38,7 +38,7 @@ from .templating import environment, site_context, templates_version
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".letterpress"
-FORMAT = 1  # bump when the meaning of cached data changes
+FORMAT = 2  # bump when the meaning of cached data changes
 CHUNK = 50  # articles per unit of work
 
 
@@ -119,14 +119,15 @@ def analyse(unit: Unit) -> Unit:
             continue
         body = renderer.body(parsed.article)
         atomic_write(cache_dir / f"{parsed.article.source_hash}.json", json.dumps(body.to_json()))
-        results.append(_summary(display, parsed.article.source_hash, body))
+        results.append(_summary(display, parsed.article.slug, parsed.article.source_hash, body))
     return {"results": results}
 
 
-def _summary(display: str, source_hash: str, body: Body) -> dict[str, Any]:
+def _summary(display: str, slug: str, source_hash: str, body: Body) -> dict[str, Any]:
     return {
         "path": display,
         "hash": source_hash,
+        "slug": slug,
         "links": [[link.slug, link.line, link.href] for link in body.links if link.slug],
         "affiliate": bool(body.affiliate_links),
         "problems": [[p.path, p.line, p.message] for p in body.problems],
@@ -399,7 +400,12 @@ class Builder:
                 report.unchanged += 1
 
         # 5. Remove pages nobody makes any more (deleted or unpublished articles), but
-        #    keep the last good page of an article that is broken right now.
+        #    keep the last good page of an article that is broken right now, including
+        #    files that no longer parse at all (known by what the last build read).
+        failed = set(files) - {a.path for a in catalog.articles.values()}
+        for path in failed & set(state["sources"]):
+            summaries[path] = state["sources"][path]
+            broken.add(summaries[path]["slug"])
         keep = {f"articles/{slug}/index.html" for slug in broken}
         for page in sorted(set(state["pages"]) - set(pages) - keep):
             target = self.out_dir / page
@@ -412,8 +418,7 @@ class Builder:
 
         new_state = {
             "key": key,
-            "sources": {a.path: summaries[a.path] for a in catalog.articles.values()
-                        if a.path in summaries},
+            "sources": {path: summaries[path] for path in files if path in summaries},
             "pages": pages,
         }  # fmt: skip
         atomic_write(self.state_dir / "state.json", json.dumps(new_state))
@@ -490,7 +495,9 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 
 
 def _card(a: Article) -> dict[str, Any]:
-    return {"slug": a.slug, "title": a.title, "category": a.category, "hash": a.source_hash,
+    """What lists, feeds and sitemaps show of an article (not its body)."""
+    return {"slug": a.slug, "title": a.title, "category": a.category, "series": a.series,
+            "description": a.description, "author": a.author, "date": a.date.isoformat(),
             "published": a.published.isoformat() if a.published else None}  # fmt: skip
 
 

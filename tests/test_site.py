@@ -1,0 +1,215 @@
+"""The web variant: pages, feed, sitemap, metadata, escaping and incremental builds."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from xml.etree import ElementTree
+
+import lxml.html
+import redis
+
+from pipeline.hot import Engagement
+from pipeline.settings import Settings
+from pipeline.site import Builder
+
+from .conftest import front, write_article
+
+GUIDE = "articles/vitamin-k2-for-directing-calcium-to-bones/index.html"
+ROLE = "articles/the-role-of-vitamin-k2-in-calcium-distribution/index.html"
+
+
+def page(out: Path, rel: str) -> lxml.html.HtmlElement:
+    return lxml.html.fromstring((out / rel).read_text(encoding="utf-8"))
+
+
+def test_full_build_writes_every_page(settings: Settings, content_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    report = Builder(settings, out, content_dir=content_dir).build()
+    assert report.problems == []
+    assert report.articles == 6
+    expected = {
+        "index.html", "feed.xml", "sitemap.xml", "robots.txt", "assets/site.css", GUIDE, ROLE,
+        "category/vitamins-supplements/index.html", "category/symptom-decoder-series/index.html",
+        "series/symptom-decoder-series/index.html",
+    }  # fmt: skip
+    assert expected <= set(report.written)
+    assert not list(out.rglob(".*.html*"))  # no temporary files left behind
+
+    doc = page(out, GUIDE)
+    url = "https://news.example.org/articles/vitamin-k2-for-directing-calcium-to-bones/"
+    assert doc.get("lang") == "en"
+    assert doc.xpath("//link[@rel='canonical']/@href") == [url]
+    assert doc.xpath("//meta[@property='og:url']/@content") == [url]
+    assert doc.xpath("//meta[@property='og:type']/@content") == ["article"]
+    assert doc.xpath("//h1/text()") == ["Vitamin K2 for Directing Calcium to Bones"]
+    blocks = [json.loads(s) for s in doc.xpath("//script[@type='application/ld+json']/text()")]
+    faq = next(b for b in blocks[0] if b["@type"] == "FAQPage")
+    assert [q["name"] for q in faq["mainEntity"]][0] == "Why is vitamin K2 important when taking calcium?"
+    assert len(faq["mainEntity"]) == 4
+    # the seed's order: FAQ, then Final Thoughts, then the disclaimer, then Hot Articles
+    headings = [h.text_content() for h in doc.xpath("//h2")]
+    tail = headings[headings.index("Frequently Asked Questions (FAQ)"):]
+    assert tail == ["Frequently Asked Questions (FAQ)", "Final Thoughts", "Important Disclaimer",
+                    "Hot Articles"]  # fmt: skip
+    assert "does not replace professional medical advice" in doc.text_content()
+    assert not doc.xpath("//aside[@class='disclosure']")  # no affiliate links in the guide
+
+    feed = ElementTree.parse(out / "feed.xml").getroot()
+    atom = "{http://www.w3.org/2005/Atom}"
+    assert feed.tag == f"{atom}feed"
+    assert len(feed.findall(f"{atom}entry")) == 6
+    sitemap = ElementTree.parse(out / "sitemap.xml").getroot()
+    locs = [e.text for e in sitemap.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
+    assert url in locs and "https://news.example.org/" in locs
+
+
+def test_disclosure_sits_at_the_top_of_an_affiliate_article(
+    settings: Settings, content_dir: Path, tmp_path: Path
+) -> None:
+    body = "First paragraph.\n\nSecond.\n\nBuy it [on Amazon](https://www.amazon.com/dp/B0?tag=x-20).\n"
+    write_article(content_dir, "with-links", front("With links"), body)
+    out = tmp_path / "site"
+    Builder(settings, out, content_dir=content_dir).build()
+    for rel in (ROLE, "articles/with-links/index.html"):
+        html = (out / rel).read_text()
+        disclosure = html.index(settings.affiliate_disclosure)
+        assert disclosure < html.index('<div class="body">')
+    html = (out / "articles/with-links/index.html").read_text()
+    assert html.index(settings.affiliate_disclosure) < html.index("amazon.com")
+    assert 'rel="sponsored nofollow noopener"' in html
+
+
+def test_front_matter_is_escaped_everywhere(settings: Settings, content_dir: Path, tmp_path: Path) -> None:
+    evil = "<script>alert(1)</script>"
+    write_article(
+        content_dir,
+        "evil",
+        f"title: '{evil} & \"quotes\"'\ncategory: '<b>Cat</b>'\nsummary: '\"><img src=x onerror=alert(1)>'"
+        "\nstatus: published\npublished: 2026-05-01\ntags: ['<i>t</i>']\nseries: '<u>S</u>'",
+    )
+    out = tmp_path / "site"
+    Builder(settings, out, content_dir=content_dir).build()
+    for path in out.rglob("*"):
+        if path.suffix in (".html", ".xml"):
+            text = path.read_text()
+            assert "<script>alert" not in text, path
+            assert "<img src=x" not in text and "<b>Cat</b>" not in text, path
+    article = (out / "articles/evil/index.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in article
+    assert "\\u003cscript\\u003e" in article  # JSON-LD is escaped for a script element
+
+
+def test_rebuild_renders_only_what_changed(settings: Settings, content_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    builder = Builder(settings, out, content_dir=content_dir)
+    builder.build()
+    again = builder.build()
+    assert again.written == [] and again.problems == []
+    path = content_dir / "poor-appetite-but-constant-fatigue.md"
+    path.write_text(path.read_text() + "\nAn added sentence.\n")
+    edited = builder.build()
+    assert edited.written == ["articles/poor-appetite-but-constant-fatigue/index.html"]
+    assert "An added sentence." in (out / edited.written[0]).read_text()
+    # a new title shows on every page whose hot block lists the article, and in the lists
+    path.write_text(path.read_text().replace("title: \"Poor Appetite", "title: \"Low Appetite"))
+    retitled = builder.build()
+    assert "index.html" in retitled.written and "feed.xml" in retitled.written
+    # itself and the four pages whose hot block lists it; The Role's block stops before it
+    assert len([p for p in retitled.written if p.startswith("articles/")]) == 5
+    assert ROLE not in retitled.written
+
+
+def test_templates_and_settings_changes_rebuild_everything(
+    make_settings: Callable[..., Settings], content_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "site"
+    Builder(make_settings(), out, content_dir=content_dir).build()
+    renamed = Builder(make_settings(site_name="Another Name"), out, content_dir=content_dir).build()
+    assert len([p for p in renamed.written if p.startswith("articles/")]) == 6
+    assert "Another Name" in (out / GUIDE).read_text()
+
+
+def test_deleted_and_unpublished_articles_disappear(
+    settings: Settings, content_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "site"
+    builder = Builder(settings, out, content_dir=content_dir)
+    builder.build()
+    (content_dir / "poor-appetite-but-constant-fatigue.md").unlink()
+    role = content_dir / "the-role-of-vitamin-k2-in-calcium-distribution.md"
+    role.write_text(role.read_text().replace("status: published", "status: draft"))
+    report = builder.build()
+    assert sorted(report.removed) == [
+        "articles/poor-appetite-but-constant-fatigue/index.html",
+        ROLE,
+        "category/digestive-health-absorption/index.html",  # its only article is gone
+    ]
+    assert not (out / "articles/poor-appetite-but-constant-fatigue").exists()
+    assert "poor-appetite" not in (out / "sitemap.xml").read_text()
+
+
+def test_a_broken_article_keeps_its_last_page_and_never_stops_the_rest(
+    settings: Settings, content_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "site"
+    builder = Builder(settings, out, content_dir=content_dir)
+    builder.build()
+    before = (out / ROLE).read_text()
+    role = content_dir / "the-role-of-vitamin-k2-in-calcium-distribution.md"
+    role.write_text(role.read_text().replace("title:", "title: [broken"))
+    other = content_dir / "early-warning-signs-you-ignore.md"
+    other.write_text(other.read_text() + "\nStill built.\n")
+    report = builder.build()
+    assert [Path(p.path).name for p in report.problems] == [role.name]
+    assert (out / ROLE).read_text() == before
+    assert "Still built." in (out / "articles/early-warning-signs-you-ignore/index.html").read_text()
+
+
+def test_a_ten_megabyte_article_is_refused_and_the_site_still_builds(
+    settings: Settings, content_dir: Path, tmp_path: Path
+) -> None:
+    big = content_dir / "huge.md"
+    big.write_bytes(f"---\n{front('Huge')}\n---\n".encode() + b"lorem ipsum " * 900_000)
+    started = time.perf_counter()
+    report = Builder(settings, tmp_path / "site", content_dir=content_dir).build()
+    assert time.perf_counter() - started < 10
+    assert [p.message.split(",")[0] for p in report.problems] == ["file is 10.8 MB"]
+    assert report.articles == 6
+
+
+def test_hot_block_on_pages_follows_engagement_in_redis(
+    make_settings: Callable[..., Settings], redis_url: str, redis_client: redis.Redis,
+    content_dir: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    settings = make_settings(redis_url=redis_url, redis_prefix="lptest")
+    engagement = Engagement.from_settings(settings)
+    assert engagement is not None
+    for _ in range(3):
+        engagement.record_click("the-role-of-vitamin-k2-in-calcium-distribution")
+    out = tmp_path / "site"
+    Builder(settings, out, content_dir=content_dir, engagement=engagement).build()
+    cards = page(out, GUIDE).xpath("//aside[@class='hot']//h3/a/text()")
+    assert cards[0] == "The Role of Vitamin K2 in Calcium Distribution"
+    assert len(cards) == 4
+    assert "Vitamin K2 for Directing Calcium to Bones" not in cards  # never the page itself
+
+
+def test_category_pages_and_disclaimer_setting(
+    make_settings: Callable[..., Settings], content_dir: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(disclaimer_categories=["Mental & Cognitive Health"])
+    out = tmp_path / "site"
+    Builder(settings, out, content_dir=content_dir).build()
+    anxiety = (out / "articles/anxiety-without-a-trigger-magnesium-deficiency/index.html").read_text()
+    assert "Important Disclaimer" in anxiety
+    # the seeds say `disclaimer: true`, so they show it whatever the categories say
+    assert "Important Disclaimer" in (out / GUIDE).read_text()
+    listing = page(out, "category/vitamins-supplements/index.html")
+    titles = listing.xpath("//main//li//a/text()")
+    assert titles == ["Vitamin K2 for Directing Calcium to Bones",
+                      "The Role of Vitamin K2 in Calcium Distribution"]  # fmt: skip
+    assert re.search(r"<h1[^>]*>Vitamins &amp; Supplements</h1>", (out / "category/vitamins-supplements/index.html").read_text())
