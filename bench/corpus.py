@@ -41,37 +41,116 @@ CATEGORIES = [
 ]
 SERIES = ["Symptom Decoder Series", "Kitchen Pharmacy", "Lab Results Explained"]
 NUTRIENTS = [
-    "vitamin D3", "vitamin K2", "vitamin B12", "folate", "magnesium", "zinc", "iron",
-    "vitamin C", "omega-3 fatty acids", "calcium", "potassium", "iodine", "selenium",
-    "vitamin B6", "thiamine", "riboflavin", "choline", "vitamin A", "vitamin E", "copper",
-]  # fmt: skip
+    "vitamin D3",
+    "vitamin K2",
+    "vitamin B12",
+    "folate",
+    "magnesium",
+    "zinc",
+    "iron",
+    "vitamin C",
+    "omega-3 fatty acids",
+    "calcium",
+    "potassium",
+    "iodine",
+    "selenium",
+    "vitamin B6",
+    "thiamine",
+    "riboflavin",
+    "choline",
+    "vitamin A",
+    "vitamin E",
+    "copper",
+]
 SYMPTOMS = [
-    "fatigue", "muscle cramps", "brittle nails", "hair thinning", "poor sleep",
-    "brain fog", "tingling hands", "low mood", "frequent colds", "joint stiffness",
-    "restless legs", "dry skin", "slow wound healing", "heart palpitations",
-    "burning feet", "pale skin", "mouth ulcers", "night blindness", "headaches",
-]  # fmt: skip
+    "fatigue",
+    "muscle cramps",
+    "brittle nails",
+    "hair thinning",
+    "poor sleep",
+    "brain fog",
+    "tingling hands",
+    "low mood",
+    "frequent colds",
+    "joint stiffness",
+    "restless legs",
+    "dry skin",
+    "slow wound healing",
+    "heart palpitations",
+    "burning feet",
+    "pale skin",
+    "mouth ulcers",
+    "night blindness",
+    "headaches",
+]
 FOODS = [
-    "leafy greens", "salmon", "sardines", "eggs", "natto", "pumpkin seeds", "lentils",
-    "almonds", "yogurt", "kefir", "broccoli", "beef liver", "oysters", "spinach",
-    "sweet potatoes", "chickpeas", "avocados", "mushrooms", "oats", "hard cheese",
-]  # fmt: skip
+    "leafy greens",
+    "salmon",
+    "sardines",
+    "eggs",
+    "natto",
+    "pumpkin seeds",
+    "lentils",
+    "almonds",
+    "yogurt",
+    "kefir",
+    "broccoli",
+    "beef liver",
+    "oysters",
+    "spinach",
+    "sweet potatoes",
+    "chickpeas",
+    "avocados",
+    "mushrooms",
+    "oats",
+    "hard cheese",
+]
 GROUPS = [
-    "adults over 50", "postmenopausal women", "vegetarians", "vegans", "older adults",
-    "people taking metformin", "endurance athletes", "shift workers",
-    "people with coeliac disease", "heavy coffee drinkers", "pregnant women",
-]  # fmt: skip
+    "adults over 50",
+    "postmenopausal women",
+    "vegetarians",
+    "vegans",
+    "older adults",
+    "people taking metformin",
+    "endurance athletes",
+    "shift workers",
+    "people with coeliac disease",
+    "heavy coffee drinkers",
+    "pregnant women",
+]
 PROCESSES = [
-    "energy production", "bone mineralisation", "nerve signalling", "red blood cell formation",
-    "immune defence", "muscle contraction", "collagen synthesis", "thyroid function",
-    "blood sugar control", "DNA repair", "calcium transport", "hormone balance",
-]  # fmt: skip
+    "energy production",
+    "bone mineralisation",
+    "nerve signalling",
+    "red blood cell formation",
+    "immune defence",
+    "muscle contraction",
+    "collagen synthesis",
+    "thyroid function",
+    "blood sugar control",
+    "DNA repair",
+    "calcium transport",
+    "hormone balance",
+]
 ADJECTIVES = [
-    "gradual", "subtle", "common", "hidden", "persistent", "mild", "significant",
-    "well-documented", "slight", "measurable", "surprising", "steady",
-]  # fmt: skip
-TAGS = sorted({n.lower() for n in NUTRIENTS} | {s.lower() for s in SYMPTOMS[:12]}
-              | {"bone health", "heart health", "gut health", "sleep", "energy", "aging"})  # fmt: skip
+    "gradual",
+    "subtle",
+    "common",
+    "hidden",
+    "persistent",
+    "mild",
+    "significant",
+    "well-documented",
+    "slight",
+    "measurable",
+    "surprising",
+    "steady",
+]
+TAGS = sorted(
+    {n.lower() for n in NUTRIENTS}
+    | {s.lower() for s in SYMPTOMS[:12]}
+    | {"bone health", "heart health", "gut health", "sleep", "energy", "aging"}
+)
 EXTERNAL = [
     "https://ods.od.nih.gov/factsheets/list-all/",
     "https://www.ncbi.nlm.nih.gov/books/NBK1/",
@@ -91,8 +170,7 @@ SENTENCES = [
     "The body cannot make {nutrient} on its own, so it has to come from food or supplements.",
     "Absorption of {nutrient} falls with age, which is why {group} are often advised to check "
     "their levels.",
-    "Taking {nutrient} together with {nutrient2} may support {process} better than either "
-    "alone.",
+    "Taking {nutrient} together with {nutrient2} may support {process} better than either alone.",
     "A simple change, like adding {food} to breakfast, can make a {adjective} difference.",
     "Doctors usually look at {symptom} together with other signs before suggesting a test.",
     "For {group}, the recommended daily amount of {nutrient} is often higher than for younger "
@@ -102,8 +180,7 @@ SENTENCES = [
     "It usually takes several weeks of consistent intake before {symptom} starts to ease.",
     "Too much {nutrient} from supplements can be as unhelpful as too little.",
     "The link between {nutrient} and {process} has been studied for decades.",
-    "Keeping a short food diary for a week shows how often {food} actually appears on your "
-    "plate.",
+    "Keeping a short food diary for a week shows how often {food} actually appears on your plate.",
 ]
 BULLETS = [
     "Eat {food} two or three times a week",
@@ -152,22 +229,34 @@ TITLES = [
     "Eating for {Process}: Start with {Food}",
 ]
 QUESTIONS = [
-    ("Is {nutrient} safe to take daily?",
-     "Yes, for most people, when taken within the recommended amount. Ask your doctor if you "
-     "take other medicines."),
-    ("What is the best food source of {nutrient}?",
-     "Foods such as {food} and {food2} are good everyday sources."),
-    ("Can low {nutrient} cause {symptom}?",
-     "It can be one of several causes. A blood test and a talk with your doctor give a clear "
-     "answer."),
-    ("How long does it take to correct low {nutrient}?",
-     "Usually several weeks to a few months of consistent intake, depending on how low the "
-     "levels were."),
-    ("Should {group} take {nutrient} supplements?",
-     "Many do benefit, but food comes first. See the [NIH fact sheets]({external})."),
-    ("Does cooking destroy {nutrient}?",
-     "Some is lost with long boiling; steaming or eating {food} raw keeps more of it."),
-]  # fmt: skip
+    (
+        "Is {nutrient} safe to take daily?",
+        "Yes, for most people, when taken within the recommended amount. Ask your doctor if you "
+        "take other medicines.",
+    ),
+    (
+        "What is the best food source of {nutrient}?",
+        "Foods such as {food} and {food2} are good everyday sources.",
+    ),
+    (
+        "Can low {nutrient} cause {symptom}?",
+        "It can be one of several causes. A blood test and a talk with your doctor give a clear "
+        "answer.",
+    ),
+    (
+        "How long does it take to correct low {nutrient}?",
+        "Usually several weeks to a few months of consistent intake, depending on how low the "
+        "levels were.",
+    ),
+    (
+        "Should {group} take {nutrient} supplements?",
+        "Many do benefit, but food comes first. See the [NIH fact sheets]({external}).",
+    ),
+    (
+        "Does cooking destroy {nutrient}?",
+        "Some is lost with long boiling; steaming or eating {food} raw keeps more of it.",
+    ),
+]
 
 
 @dataclass
@@ -249,8 +338,9 @@ def _plan(rng: random.Random, n: int) -> list[Article]:
         summary = filler.fill(rng.choice(SENTENCES))
         tags = sorted(set(rng.sample(TAGS, rng.randint(2, 4))))
         published = START + timedelta(days=rng.randrange(SPAN_DAYS))
-        article = Article(i, slug, title, subtitle, summary, rng.choice(CATEGORIES), tags,
-                          published)  # fmt: skip
+        article = Article(
+            i, slug, title, subtitle, summary, rng.choice(CATEGORIES), tags, published
+        )
         if rng.random() < 0.1:
             article.series = rng.choice(SERIES)
         if rng.random() < 0.35:
@@ -269,8 +359,16 @@ def _paragraph(rng: random.Random, filler: _Filler) -> str:
     if rng.random() < 0.35:  # a link inside the paragraph; resolved later
         k = rng.randrange(len(sentences))
         kind = rng.choices(["internal", "external", "amazon"], weights=[6, 3, 1])[0]
-        anchor = rng.choice(["this guide", "our overview", "the full article", "a related read",
-                             "the research summary", "a practical example"])  # fmt: skip
+        anchor = rng.choice(
+            [
+                "this guide",
+                "our overview",
+                "the full article",
+                "a related read",
+                "the research summary",
+                "a practical example",
+            ]
+        )
         sentences[k] += f" See [{anchor}](@@{kind}@@) for more."
     return " ".join(sentences)
 

@@ -1,0 +1,146 @@
+"""The email variant: layout, inlined CSS, plain text, MIME, size and disclosures."""
+
+from __future__ import annotations
+
+import email
+import re
+from collections.abc import Callable
+from email import policy
+from pathlib import Path
+
+import lxml.html
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.content import FileContentStore
+from pipeline.emails import EmailRenderer, RenderedEmail, personalise
+from pipeline.errors import DisclosureError, EmailTooLarge
+from pipeline.settings import Settings
+
+from .conftest import SEEDS, front, write_article
+
+
+def render(settings: Settings, folder: Path, slugs: list[str], **kw: object) -> RenderedEmail:
+    catalog = FileContentStore(folder, settings).catalog()
+    return EmailRenderer(settings).render(catalog, slugs, **kw)  # type: ignore[arg-type]
+
+
+def test_seed_email_layout(settings: Settings, content_dir: Path) -> None:
+    mail = render(settings, content_dir, list(SEEDS))
+    doc = lxml.html.fromstring(mail.html)
+    assert mail.html.startswith("<!DOCTYPE html>")
+    container = doc.xpath("//table[contains(@class,'container')]")[0]
+    assert container.get("width") == "600"
+    assert "width:600px" in container.get("style").replace(" ", "")
+    # inlined: the heading keeps its look where <style> is stripped
+    h1 = doc.xpath("//h1")[0]
+    assert "font-size:26px" in h1.get("style").replace(" ", "")
+    style = doc.xpath("//style")[0].text
+    assert "@media only screen and (max-width: 620px)" in style and "!important" in style
+    assert doc.xpath("//div[@class='preheader']")[0].text_content() == (
+        "Vitamin K2 plays a crucial role in directing calcium to the bones where it belongs."
+    )
+    links = {a.text_content(): a.get("href") for a in doc.xpath("//a")}
+    assert links["View in browser"].startswith(
+        "https://news.example.org/articles/vitamin-k2-for-directing-calcium-to-bones/?utm_source=newsletter"
+    )
+    assert links["Unsubscribe"] == "%%unsubscribe_url%%"
+    assert "1 Test Street, Testville" in doc.text_content()
+    # the second seed is a teaser card; hot articles exclude both seeds
+    cards = [c.text_content() for c in doc.xpath("//td[contains(@class,'card')]//h3")]
+    assert cards[0] == "The Role of Vitamin K2 in Calcium Distribution"
+    assert cards[1:] == ["Early Warning Signs You Ignore",
+                         "Anxiety Without a Trigger: Could It Be a Magnesium…",
+                         "Burning Feet at Night? Check These Vitamin Deficiencies",
+                         "Poor Appetite but Constant Fatigue"]  # fmt: skip
+    assert mail.html.count("Read More →") == 5
+
+
+def test_disclosure_comes_before_the_first_affiliate_link(settings: Settings, content_dir: Path) -> None:
+    write_article(content_dir, "deal", front("Deal"),
+                  "Intro.\n\n[Get it](https://www.amazon.com/dp/B0?tag=x-20)\n")  # fmt: skip
+    mail = render(settings, content_dir, ["deal", SEEDS[0]])
+    html = mail.html
+    assert html.index(settings.affiliate_disclosure) < html.index("amazon.com")
+    assert mail.text.index("Affiliate disclosure:") < mail.text.index("amazon.com")
+    # cloaked links (affiliate: true) carry the disclosure too, even as a teaser
+    teaser = render(settings, content_dir, [SEEDS[0], SEEDS[1]])
+    assert teaser.has_affiliate and settings.affiliate_disclosure in teaser.html
+    plain = render(settings, content_dir, [SEEDS[0], "early-warning-signs-you-ignore"])
+    assert not plain.has_affiliate and "Affiliate disclosure" not in plain.html
+
+
+def test_disclosure_switched_off_refuses_to_render(settings: Settings, content_dir: Path) -> None:
+    write_article(content_dir, "deal", front("Deal", disclosure="false"),
+                  "[Get it](https://amzn.to/abc)\n")  # fmt: skip
+    with pytest.raises(DisclosureError, match="disclosure is switched off"):
+        render(settings, content_dir, ["deal"])
+
+
+def test_plain_text_part_wraps_and_keeps_every_link(settings: Settings, content_dir: Path) -> None:
+    write_article(
+        content_dir, "links", front("Links"),
+        "A long paragraph " * 20 + "with [a link](https://en.wikipedia.org/wiki/Vitamin_K2) "
+        "and [another](/articles/early-warning-signs-you-ignore/).\n\n- a list item " + "x " * 50 + "\n",
+    )  # fmt: skip
+    mail = render(settings, content_dir, ["links", SEEDS[0]], full_articles=2)
+    for line in mail.text.splitlines():
+        assert len(line) <= 78 or re.fullmatch(r"(\[\d+\] )?\S+", line), line
+    hrefs = {a.get("href") for a in lxml.html.fromstring(mail.html).xpath("//a[@href]")}
+    for href in hrefs:
+        assert href in mail.text, href
+    assert "a link [1]" in mail.text
+
+
+def test_utm_only_on_links_to_the_site(settings: Settings, content_dir: Path) -> None:
+    write_article(content_dir, "links", front("Links"),
+                  "[in](/articles/early-warning-signs-you-ignore/#x) [out](https://example.com/a?b=1)\n")  # fmt: skip
+    mail = render(settings, content_dir, ["links"], campaign="issue-7")
+    hrefs = [a.get("href") for a in lxml.html.fromstring(mail.html).xpath("//td[@class='content']//a")]
+    assert ("https://news.example.org/articles/early-warning-signs-you-ignore/?utm_source=newsletter"
+            "&utm_medium=email&utm_campaign=issue-7#x") in hrefs  # fmt: skip
+    assert "https://example.com/a?b=1" in hrefs
+
+
+def test_gmail_clipping_limit(make_settings: Callable[..., Settings], content_dir: Path) -> None:
+    long_body = "\n\n".join(f"Paragraph {i} " + "words " * 60 for i in range(400))
+    write_article(content_dir, "long", front("Long"), long_body)
+    with pytest.raises(EmailTooLarge, match="over Gmail's clipping limit of 102,000 bytes"):
+        render(make_settings(), content_dir, ["long"])
+    mail = render(make_settings(email_oversize="teaser"), content_dir, ["long"])
+    assert mail.size < 102_000 and "Read More →" in mail.html and "Paragraph 399" not in mail.html
+
+
+def test_preview_writes_a_complete_mime_message(content_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('postal_address = "1 Test Street"\nsender_email = "news@example.org"\n')
+    out = tmp_path / "email"
+    result = CliRunner().invoke(main, ["--config", str(config), "preview", *SEEDS,
+                                       "--content", str(content_dir), "--subject",
+                                       "K2 <special> issue", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:3] == [str(out / n) for n in
+                                              ("email.html", "email.txt", "message.eml")]  # fmt: skip
+    message = email.message_from_bytes((out / "message.eml").read_bytes(), policy=policy.default)
+    assert message["Subject"] == "K2 <special> issue"
+    assert message["From"] == "Letterpress <news@example.org>"
+    assert message["Date"] and message["Message-ID"].endswith("@example.org>")
+    assert message.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in message.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "K2 &lt;special&gt; issue" in html
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert (out / "email.txt").read_text() == text.replace("\r\n", "\n")
+
+
+def test_personalise_fills_merge_fields() -> None:
+    assert personalise("a %%unsubscribe_url%% b %%x%%", {"unsubscribe_url": "U"}) == "a U b %%x%%"
+
+
+def test_five_article_email_with_all_in_full(settings: Settings, content_dir: Path) -> None:
+    slugs = [a.stem for a in sorted(content_dir.glob("*.md"))][:5]
+    mail = render(settings, content_dir, slugs, full_articles=5)
+    assert lxml.html.fromstring(mail.html).xpath("count(//td[@class='content'])") == 5
+    assert mail.size < 102_000
