@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import clean_env, code_version
 from corpus import generate
 
 BENCH = Path(__file__).resolve().parent
@@ -81,14 +82,6 @@ def ensure_pelican() -> str:
         text=True,
     ).stdout.split()
     return f"Pelican {version[0]} with Markdown {version[1]}"
-
-
-def clean_env() -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("LETTERPRESS_")
-    }
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # both tools may use their .pyc files
-    return env
 
 
 def run_once(tool: Tool, n: int, out: Path) -> tuple[float, float | None]:
@@ -164,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         f"tools:  {pelican_version}; letterpress from {LETTERPRESS.relative_to(ROOT)};"
         f" {os.cpu_count()} CPUs"
     )
+    print(f"code:   {code_version()}")
     print(f"rounds: {args.warmup} warm-up (untimed) + {args.rounds} timed, order rotating")
 
     for r in range(args.warmup + args.rounds):

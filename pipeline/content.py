@@ -8,6 +8,7 @@ the ``ContentStore`` protocol.
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import hashlib
 import re
@@ -98,11 +99,11 @@ class Parsed:
 class ContentStore(Protocol):
     """What workers and renderers need from wherever articles are kept."""
 
-    def list(self) -> list[Article]: ...
+    def list(self) -> builtins.list[Article]: ...
 
     def get(self, slug: str) -> Article: ...
 
-    def changed_since(self, when: datetime) -> list[Article]: ...
+    def changed_since(self, when: datetime) -> builtins.list[Article]: ...
 
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -456,8 +457,8 @@ class FileContentStore:
             parse_article(s.display_path, s.raw, self.settings, s.modified) for s in self.sources()
         )
 
-    def list(self) -> list[Article]:
-        return list(self.catalog().articles.values())
+    def list(self) -> builtins.list[Article]:
+        return builtins.list(self.catalog().articles.values())
 
     def get(self, slug: str) -> Article:
         catalog = self.catalog()
@@ -467,7 +468,7 @@ class FileContentStore:
             raise NotFound(f"no article with slug '{slug}' in {self.root}{tip}")
         return catalog.articles[slug]
 
-    def changed_since(self, when: datetime) -> list[Article]:
+    def changed_since(self, when: datetime) -> builtins.list[Article]:
         return [a for a in self.list() if a.modified > when]
 
 

@@ -34,7 +34,7 @@ from . import hot
 from .affiliate import require_disclosure
 from .content import Article, Catalog
 from .errors import ContentError, EmailTooLarge, NotFound
-from .markup import Body, Renderer, link_problems
+from .markup import Body, Renderer, link_problems, parse_fragment, serialize_fragment
 from .settings import Settings
 from .site import article_url, disclaimer_for, disclosure_for
 from .templating import environment, site_context
@@ -99,7 +99,7 @@ def _email_html(fragment: str, settings: Settings, campaign: str) -> str:
     """Absolute URLs (mail clients have no base), UTM on links to the site."""
     if not fragment.strip():
         return ""
-    root = lxml.html.fragment_fromstring(fragment, create_parent="div")
+    root = parse_fragment(fragment)
     for a in root.iter("a"):
         if a.get("href"):
             a.set("href", with_utm(_absolute(a.get("href", ""), settings), settings, campaign))
@@ -107,13 +107,14 @@ def _email_html(fragment: str, settings: Settings, campaign: str) -> str:
         img.set("src", _absolute(img.get("src", ""), settings))
         img.set("style", "max-width:100%;height:auto;border:0")
     for frame in list(root.iter("iframe")):  # no mail client plays them: link instead
-        link = lxml.html.fromstring(
-            f'<p><a href="">{frame.get("title") or "Watch the video"}</a></p>'
-        )
-        link[0].set("href", frame.get("src", ""))
-        frame.getparent().replace(frame, link)  # type: ignore[union-attr]
-    text = lxml.html.tostring(root, encoding="unicode")
-    return text[len("<div>") : -len("</div>")]
+        paragraph = lxml.html.Element("p")
+        link = lxml.html.Element("a", href=frame.get("src", ""))
+        link.text = frame.get("title") or "Watch the video"
+        paragraph.append(link)
+        parent = frame.getparent()
+        if parent is not None:
+            parent.replace(frame, paragraph)
+    return serialize_fragment(root)
 
 
 def _wrap(text: str, width: int = WIDTH) -> str:
@@ -144,7 +145,7 @@ def _plain(fragment: str, refs: list[str]) -> str:
     """HTML to text; each link becomes ``text [n]`` with the URL in ``refs``."""
     if not fragment.strip():
         return ""
-    root = lxml.html.fragment_fromstring(fragment, create_parent="div")
+    root = parse_fragment(fragment)
     for a in root.iter("a"):
         href = a.get("href")
         if not href:
@@ -155,7 +156,7 @@ def _plain(fragment: str, refs: list[str]) -> str:
             refs.append(href)
             n = len(refs)
         a.tail = f" [{n}]" + (a.tail or "")
-    text = get_text(lxml.html.tostring(root, encoding="unicode"), _TEXT_CONFIG)
+    text = get_text(serialize_fragment(root), _TEXT_CONFIG)
     text = re.sub(r"\n{3,}", "\n\n", text).strip("\n")
     return _wrap(text)
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -86,15 +87,12 @@ class Engagement:
 
     def scores(self) -> dict[str, float]:
         """Weighted, decayed engagement per slug (only relative sizes mean anything)."""
-        pairs = self.client.zunion(
+        pairs: Any = self.client.zunion(
             [self.keys.hot_views, self.keys.hot_clicks],
             aggregate="SUM",
             withscores=True,
         )
-        return {
-            (k.decode() if isinstance(k, bytes) else str(k)): float(v)
-            for k, v in pairs  # type: ignore[union-attr]
-        }
+        return {(k.decode() if isinstance(k, bytes) else str(k)): float(v) for k, v in pairs}
 
 
 def current_scores(engagement: Engagement | None) -> dict[str, float]:

@@ -77,6 +77,16 @@ class Body:
         )
 
 
+def parse_fragment(html: str) -> lxml.html.HtmlElement:
+    """An HTML fragment inside a wrapping <div>, for ``serialize_fragment``."""
+    return lxml.html.fragment_fromstring(html, create_parent="div")
+
+
+def serialize_fragment(root: lxml.html.HtmlElement) -> str:
+    text = str(lxml.html.tostring(root, encoding="unicode"))
+    return text[len("<div>") : -len("</div>")]
+
+
 def slugify_heading(text: str) -> str:
     """Stable anchor for a heading: lowercase words joined by hyphens."""
     words = re.findall(r"[0-9a-z]+", text.lower().replace("\u2019", "").replace("'", ""))
@@ -152,7 +162,7 @@ class Renderer:
     ) -> str:
         if not html.strip():
             return ""
-        root = lxml.html.fragment_fromstring(html, create_parent="div")
+        root = parse_fragment(html)
         for frame in root.iter("iframe"):
             if not frame.get("src"):
                 frame.drop_tree()
@@ -188,8 +198,7 @@ class Renderer:
                 a.set("rel", SPONSORED_REL)
                 a.set("class", "affiliate")
             links.append(Link(href, _line(article, href), reason, self._slug_of(href)))
-        text = lxml.html.tostring(root, encoding="unicode")
-        return text[len("<div>") : -len("</div>")]
+        return serialize_fragment(root)
 
     def _slug_of(self, href: str) -> str | None:
         base = self.settings.base_url

@@ -25,12 +25,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from feedgen.feed import FeedGenerator  # type: ignore[import-untyped]
+from feedgen.feed import FeedGenerator
 
 from . import hot
 from .content import Article, Catalog, FileContentStore, Parsed, build_catalog, parse_article
 from .errors import Problem
-from .markup import Body, Renderer, slugify_heading
+from .markup import Body, Renderer, parse_fragment, slugify_heading
 from .pool import Pool, SerialPool, Unit
 from .settings import Settings, load_settings
 from .templating import environment, site_context, templates_version
@@ -216,7 +216,6 @@ def article_page(
 
 
 def _json_ld(settings: Settings, article: Article, body: Body, url: str) -> list[dict[str, Any]]:
-    import lxml.html
 
     graph: list[dict[str, Any]] = [
         {
@@ -242,7 +241,7 @@ def _json_ld(settings: Settings, article: Article, body: Body, url: str) -> list
                         "name": question,
                         "acceptedAnswer": {
                             "@type": "Answer",
-                            "text": lxml.html.fromstring(answer).text_content().strip(),
+                            "text": parse_fragment(answer).text_content().strip(),
                         },
                     }
                     for question, answer in body.faq
@@ -289,7 +288,9 @@ class Builder:
         report = BuildReport(self.out_dir, pool=self.pool.name)
         key = settings_key(self.settings)
         state = self._load_state(key)
-        unit_settings = self.settings.model_dump(mode="json")
+        unit_settings = self.settings.model_dump(
+            mode="json", exclude={"redis_url"}
+        )  # no secrets in task arguments
 
         # 1. Read and parse every file; a broken one is reported, never fatal.
         files: dict[str, Path] = {}
@@ -318,7 +319,7 @@ class Builder:
                 summaries[article.path] = known
             else:
                 stale.append(article)
-        units = [
+        units: list[Unit] = [
             {
                 "settings": unit_settings,
                 "cache_dir": str(self.cache_dir),
@@ -416,7 +417,7 @@ class Builder:
         for page in keep & set(state["pages"]):
             pages[page] = state["pages"][page]
 
-        new_state = {
+        new_state: dict[str, Any] = {
             "key": key,
             "sources": {path: summaries[path] for path in files if path in summaries},
             "pages": pages,

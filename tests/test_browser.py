@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
+import itertools
 import json
 import re
 import shutil
@@ -298,7 +299,7 @@ def test_k2_guide_structure_headings_and_hot_articles(site: Site, page: Page) ->
             page.goto(url)
         levels: list[int] = page.evaluate(HEADING_LEVELS_JS)
         assert levels[0] == 1, url
-        skips = [(a, b) for a, b in zip(levels, levels[1:], strict=False) if b > a + 1]
+        skips = [(a, b) for a, b in itertools.pairwise(levels) if b > a + 1]
         assert not skips, f"{url}: heading levels skip {skips} in {levels}"
     page.goto(site.url(K2_GUIDE))
 
@@ -520,9 +521,7 @@ CARD_BOXES_JS = """() => Array.from(document.querySelectorAll('.hot .card')).map
 })"""
 
 
-def test_phone_width_has_no_horizontal_scroll_and_cards_stack(
-    site: Site, browser: Browser
-) -> None:
+def test_phone_width_has_no_horizontal_scroll_and_cards_stack(site: Site, browser: Browser) -> None:
     with open_page(browser, 375, 800) as page:
         for url in (site.url(K2_GUIDE), site.url(AFFILIATE_SLUG), site.base_url + "/"):
             page.goto(url)

@@ -33,7 +33,7 @@ def test_the_repository_content_has_no_problems(settings: Settings) -> None:
 
 
 def test_all_front_matter_fields_are_read(settings: Settings) -> None:
-    raw = """---
+    raw = b"""---
 title: Full
 slug: full-article
 subtitle: Sub
@@ -57,7 +57,7 @@ faq:
     answer: A.
 ---
 Body.
-""".encode()
+"""
     parsed = parse_article("content/full-article.md", raw, settings)
     assert parsed.problems == []
     a = parsed.article
@@ -78,11 +78,19 @@ Body.
         (b"---\ncategory: c\n---\nb\n", "title is missing"),
         (b"---\ntitle: t\ncategory: c\ncolour: red\n---\nb\n", "4: unknown field 'colour'"),
         (b"---\ntitle: t\ncategory: c\nsumary: x\n---\nb\n", "did you mean 'summary'?"),
-        (b"---\ntitle: t\ncategory: c\npublished: 2026-02-30\n---\nb\n",
-         "4: impossible date '2026-02-30'"),  # fmt: skip
+        (
+            b"---\ntitle: t\ncategory: c\npublished: 2026-02-30\n---\nb\n",
+            "4: impossible date '2026-02-30'",
+        ),
         (b"---\ntitle: t\ncategory: c\nupdated: 2026-13-01\n---\nb\n", "4: impossible date"),
-        (b"---\ntitle: t\ncategory: c\npublished: soon\n---\nb\n", "4: published 'soon' is not a date"),
-        (b"---\ntitle: t\nslug: ../etc/passwd\ncategory: c\n---\nb\n", "3: unsafe slug '../etc/passwd'"),
+        (
+            b"---\ntitle: t\ncategory: c\npublished: soon\n---\nb\n",
+            "4: published 'soon' is not a date",
+        ),
+        (
+            b"---\ntitle: t\nslug: ../etc/passwd\ncategory: c\n---\nb\n",
+            "3: unsafe slug '../etc/passwd'",
+        ),
         (b"---\ntitle: t\nslug: Big Slug\ncategory: c\n---\nb\n", "3: unsafe slug"),
         (b"---\ntitle: [unclosed\ncategory: c\n---\nb\n", "invalid YAML"),
         (b"---\ntitle: t\n\tcategory: c\n---\nb\n", "3: tab character in front matter"),
@@ -91,7 +99,10 @@ Body.
         (b"   \n\n", "1: file is empty"),
         (b"no front matter here\n", "1: no front matter"),
         (b"---\ntitle: t\ncategory: c\nbody\n", "1: front matter is not closed"),
-        (b"---\ntitle: t\ncategory: c\nhero:\n  src: /a.jpg\n---\nb\n", "4: image without alt text"),
+        (
+            b"---\ntitle: t\ncategory: c\nhero:\n  src: /a.jpg\n---\nb\n",
+            "4: image without alt text",
+        ),
         (b"---\ntitle: t\ncategory: c\ntitle: u\n---\nb\n", "4: field 'title' given twice"),
         (b"---\ntitle: t\ncategory: c\nstatus: live\n---\nb\n", "status 'live' is not draft"),
         (b"---\ntitle: t\ncategory: c\nstatus: published\n---\nb\n", "needs a published date"),
@@ -99,11 +110,15 @@ Body.
         (b"---\ntitle: t\ncategory: c\nfaq: [1, 2]\n---\nb\n", "faq must be a list"),
         (b"---\ntitle: t\ncategory: c\n---\nA\n\n<!-- faq -->\n", "7: <!-- faq --> marks where"),
         (b"---\n- a\n- b\n---\nb\n", "2: front matter must be 'field: value'"),
-        (b"---\ntitle: t\ncategory: c\npublished: 2026-02-01\nupdated: 2026-01-01\n---\nb\n",
-         "5: updated is before published"),  # fmt: skip
+        (
+            b"---\ntitle: t\ncategory: c\npublished: 2026-02-01\nupdated: 2026-01-01\n---\nb\n",
+            "5: updated is before published",
+        ),
     ],
 )
-def test_each_problem_is_reported_with_its_line(raw: bytes, expected: str, settings: Settings) -> None:
+def test_each_problem_is_reported_with_its_line(
+    raw: bytes, expected: str, settings: Settings
+) -> None:
     found = problems_of(raw, settings)
     assert any(expected in p for p in found), found
 
@@ -144,7 +159,9 @@ def test_duplicate_slug_names_both_files(content_dir: Path, settings: Settings) 
     _, problems = check(settings, content_dir)
     texts = sorted(str(p) for p in problems)
     assert len(texts) == 2
-    assert texts[0].endswith("one.md:6: duplicate slug 'same' (also in " + texts[1].split(":")[0] + ":6)")
+    assert texts[0].endswith(
+        "one.md:6: duplicate slug 'same' (also in " + texts[1].split(":")[0] + ":6)"
+    )
     assert "two.md:6: duplicate slug 'same' (also in" in texts[1] and "one.md:6" in texts[1]
 
 
@@ -170,7 +187,9 @@ def test_absolute_links_to_the_site_are_checked_too(content_dir: Path, make_sett
 def test_store_list_get_and_changed_since(content_dir: Path, settings: Settings) -> None:
     store = FileContentStore(content_dir, settings)
     assert len(store.list()) == 6
-    assert store.get("poor-appetite-but-constant-fatigue").category == "Digestive Health & Absorption"
+    assert (
+        store.get("poor-appetite-but-constant-fatigue").category == "Digestive Health & Absorption"
+    )
     with pytest.raises(NotFound, match="did you mean 'poor-appetite-but-constant-fatigue'"):
         store.get("poor-appetite-but-constant-fatige")
     mark = datetime.now(UTC) + timedelta(seconds=1)

@@ -57,7 +57,9 @@ def test_seed_email_layout(settings: Settings, content_dir: Path) -> None:
     assert mail.html.count("Read More →") == 5
 
 
-def test_disclosure_comes_before_the_first_affiliate_link(settings: Settings, content_dir: Path) -> None:
+def test_disclosure_comes_before_the_first_affiliate_link(
+    settings: Settings, content_dir: Path
+) -> None:
     write_article(content_dir, "deal", front("Deal"),
                   "Intro.\n\n[Get it](https://www.amazon.com/dp/B0?tag=x-20)\n")  # fmt: skip
     mail = render(settings, content_dir, ["deal", SEEDS[0]])
@@ -97,7 +99,9 @@ def test_utm_only_on_links_to_the_site(settings: Settings, content_dir: Path) ->
     write_article(content_dir, "links", front("Links"),
                   "[in](/articles/early-warning-signs-you-ignore/#x) [out](https://example.com/a?b=1)\n")  # fmt: skip
     mail = render(settings, content_dir, ["links"], campaign="issue-7")
-    hrefs = [a.get("href") for a in lxml.html.fromstring(mail.html).xpath("//td[@class='content']//a")]
+    hrefs = [
+        a.get("href") for a in lxml.html.fromstring(mail.html).xpath("//td[@class='content']//a")
+    ]
     assert ("https://news.example.org/articles/early-warning-signs-you-ignore/?utm_source=newsletter"
             "&utm_medium=email&utm_campaign=issue-7#x") in hrefs  # fmt: skip
     assert "https://example.com/a?b=1" in hrefs
@@ -144,3 +148,14 @@ def test_five_article_email_with_all_in_full(settings: Settings, content_dir: Pa
     mail = render(settings, content_dir, slugs, full_articles=5)
     assert lxml.html.fromstring(mail.html).xpath("count(//td[@class='content'])") == 5
     assert mail.size < 102_000
+
+
+def test_video_embeds_become_escaped_links(settings: Settings, content_dir: Path) -> None:
+    evil = "&lt;img src=x onerror=alert(1)&gt;"
+    write_article(content_dir, "video", front("Video"),
+                  f'<iframe src="https://www.youtube-nocookie.com/embed/x" title="{evil}"></iframe>\n')  # fmt: skip
+    mail = render(settings, content_dir, ["video"])
+    assert "<iframe" not in mail.html and "<img src=x" not in mail.html
+    doc = lxml.html.fromstring(mail.html)
+    link = doc.xpath("//a[@href='https://www.youtube-nocookie.com/embed/x']")[0]
+    assert link.text_content() == "<img src=x onerror=alert(1)>"  # shown as text, not markup

@@ -21,7 +21,9 @@ def published(settings: Settings) -> list:  # type: ignore[type-arg]
     return list(FileContentStore(CONTENT, settings).catalog().articles.values())
 
 
-def engagement(make_settings: Callable[..., Settings], redis_url: str, **kw: object) -> hot.Engagement:
+def engagement(
+    make_settings: Callable[..., Settings], redis_url: str, **kw: object
+) -> hot.Engagement:
     settings = make_settings(redis_url=redis_url, redis_prefix="lptest", **kw)
     result = hot.Engagement.from_settings(settings)
     assert result is not None
@@ -74,7 +76,10 @@ def test_old_engagement_decays(
         "poor-appetite-but-constant-fatigue", "burning-feet-at-night-vitamin-deficiencies"
     ]  # fmt: skip
     scores = e.scores()
-    ratio = scores["burning-feet-at-night-vitamin-deficiencies"] / scores["poor-appetite-but-constant-fatigue"]
+    ratio = (
+        scores["burning-feet-at-night-vitamin-deficiencies"]
+        / scores["poor-appetite-but-constant-fatigue"]
+    )
     assert abs(ratio - 10 / 2**7) < 1e-9
 
 
@@ -94,7 +99,10 @@ def test_rescaling_keeps_the_order(
 
 
 def test_pinned_first_drafts_current_and_excluded_never(
-    make_settings: Callable[..., Settings], redis_url: str, redis_client: redis.Redis, tmp_path: Path
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
 ) -> None:
     import dataclasses
 

@@ -35,7 +35,7 @@ def render(settings: Settings, body: str, **fields: str) -> Body:
         '<img src="data:image/svg+xml;base64,PHN2Zz4=" alt="x">',
         '<iframe src="https://evil.example/"></iframe>',
         '<div onclick="alert(1)">x</div>',
-        '<svg><script>alert(1)</script></svg>',
+        "<svg><script>alert(1)</script></svg>",
         "[x](javascript:alert(1))",
         '<object data="x.swf"></object>',
         '<form action="https://evil.example"><input name="q"></form>',
@@ -56,7 +56,9 @@ def test_raw_html_is_sanitised(settings: Settings, evil: str) -> None:
 
 def test_iframes_are_kept_only_from_allowed_hosts(settings: Settings) -> None:
     good = '<iframe src="https://www.youtube-nocookie.com/embed/abc" title="Video"></iframe>'
-    html = render(settings, f"{good}\n\n<iframe src='http://www.youtube-nocookie.com/x'></iframe>\n").html
+    html = render(
+        settings, f"{good}\n\n<iframe src='http://www.youtube-nocookie.com/x'></iframe>\n"
+    ).html
     assert 'src="https://www.youtube-nocookie.com/embed/abc"' in html
     assert html.count("<iframe") == 1  # plain http is refused too
 
@@ -74,7 +76,9 @@ def test_headings_get_stable_unique_anchors(settings: Settings) -> None:
 
 def test_level_one_headings_in_the_body_are_a_problem(settings: Settings) -> None:
     body = render(settings, "Intro\n\n# Second title\n")
-    assert [p.message.split(":")[0] for p in body.problems] == ["heading 'Second title' is a level-1 heading"]
+    assert [p.message.split(":")[0] for p in body.problems] == [
+        "heading 'Second title' is a level-1 heading"
+    ]
     assert body.problems[0].line == 9
 
 
@@ -138,7 +142,9 @@ def test_rules_are_configurable(make_settings: Callable[..., Settings]) -> None:
 def test_affiliate_false_with_an_affiliate_link_is_an_error(settings: Settings) -> None:
     body = render(settings, "[a](https://amzn.to/abc)\n", affiliate="false")
     assert len(body.problems) == 1
-    assert "affiliate: false, but https://amzn.to/abc is an affiliate link" in body.problems[0].message
+    assert (
+        "affiliate: false, but https://amzn.to/abc is an affiliate link" in body.problems[0].message
+    )
 
 
 def test_switching_the_disclosure_off_is_an_error(
@@ -149,15 +155,18 @@ def test_switching_the_disclosure_off_is_an_error(
     cloaked = render(settings, "No visible links.\n", affiliate="true", disclosure="false")
     assert "disclosure is switched off" in cloaked.problems[0].message
     empty = make_settings(affiliate_disclosure="  ")
-    assert "affiliate_disclosure is empty" in render(empty, "[a](https://amzn.to/x)\n").problems[0].message
+    assert (
+        "affiliate_disclosure is empty"
+        in render(empty, "[a](https://amzn.to/x)\n").problems[0].message
+    )
     assert render(settings, "No links.\n", disclosure="false").problems == ()
 
 
 def test_faq_marker_splits_the_body(settings: Settings, tmp_path: Path) -> None:
     raw = (
-        "---\ntitle: T\ncategory: c\nfaq:\n  - question: Why?\n    answer: '**Because.**'\n---\n"
-        "Before\n\n<!-- faq -->\n\nAfter\n"
-    ).encode()
+        b"---\ntitle: T\ncategory: c\nfaq:\n  - question: Why?\n    answer: '**Because.**'\n---\n"
+        b"Before\n\n<!-- faq -->\n\nAfter\n"
+    )
     parsed = parse_article("content/t.md", raw, settings)
     assert parsed.article is not None
     body = Renderer(settings).body(parsed.article)

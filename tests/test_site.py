@@ -26,7 +26,9 @@ def page(out: Path, rel: str) -> lxml.html.HtmlElement:
     return lxml.html.fromstring((out / rel).read_text(encoding="utf-8"))
 
 
-def test_full_build_writes_every_page(settings: Settings, content_dir: Path, tmp_path: Path) -> None:
+def test_full_build_writes_every_page(
+    settings: Settings, content_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "site"
     report = Builder(settings, out, content_dir=content_dir).build()
     assert report.problems == []
@@ -48,11 +50,11 @@ def test_full_build_writes_every_page(settings: Settings, content_dir: Path, tmp
     assert doc.xpath("//h1/text()") == ["Vitamin K2 for Directing Calcium to Bones"]
     blocks = [json.loads(s) for s in doc.xpath("//script[@type='application/ld+json']/text()")]
     faq = next(b for b in blocks[0] if b["@type"] == "FAQPage")
-    assert [q["name"] for q in faq["mainEntity"]][0] == "Why is vitamin K2 important when taking calcium?"
+    assert next(q["name"] for q in faq["mainEntity"]) == "Why is vitamin K2 important when taking calcium?"
     assert len(faq["mainEntity"]) == 4
     # the seed's order: FAQ, then Final Thoughts, then the disclaimer, then Hot Articles
     headings = [h.text_content() for h in doc.xpath("//h2")]
-    tail = headings[headings.index("Frequently Asked Questions (FAQ)"):]
+    tail = headings[headings.index("Frequently Asked Questions (FAQ)") :]
     assert tail == ["Frequently Asked Questions (FAQ)", "Final Thoughts", "Important Disclaimer",
                     "Hot Articles"]  # fmt: skip
     assert "does not replace professional medical advice" in doc.text_content()
@@ -83,7 +85,9 @@ def test_disclosure_sits_at_the_top_of_an_affiliate_article(
     assert 'rel="sponsored nofollow noopener"' in html
 
 
-def test_front_matter_is_escaped_everywhere(settings: Settings, content_dir: Path, tmp_path: Path) -> None:
+def test_front_matter_is_escaped_everywhere(
+    settings: Settings, content_dir: Path, tmp_path: Path
+) -> None:
     evil = "<script>alert(1)</script>"
     write_article(
         content_dir,
@@ -103,7 +107,9 @@ def test_front_matter_is_escaped_everywhere(settings: Settings, content_dir: Pat
     assert "\\u003cscript\\u003e" in article  # JSON-LD is escaped for a script element
 
 
-def test_rebuild_renders_only_what_changed(settings: Settings, content_dir: Path, tmp_path: Path) -> None:
+def test_rebuild_renders_only_what_changed(
+    settings: Settings, content_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "site"
     builder = Builder(settings, out, content_dir=content_dir)
     builder.build()
@@ -115,7 +121,7 @@ def test_rebuild_renders_only_what_changed(settings: Settings, content_dir: Path
     assert edited.written == ["articles/poor-appetite-but-constant-fatigue/index.html"]
     assert "An added sentence." in (out / edited.written[0]).read_text()
     # a new title shows on every page whose hot block lists the article, and in the lists
-    path.write_text(path.read_text().replace("title: \"Poor Appetite", "title: \"Low Appetite"))
+    path.write_text(path.read_text().replace('title: "Poor Appetite', 'title: "Low Appetite'))
     retitled = builder.build()
     assert "index.html" in retitled.written and "feed.xml" in retitled.written
     # itself and the four pages whose hot block lists it; The Role's block stops before it
@@ -166,7 +172,9 @@ def test_a_broken_article_keeps_its_last_page_and_never_stops_the_rest(
     report = builder.build()
     assert [Path(p.path).name for p in report.problems] == [role.name]
     assert (out / ROLE).read_text() == before
-    assert "Still built." in (out / "articles/early-warning-signs-you-ignore/index.html").read_text()
+    assert (
+        "Still built." in (out / "articles/early-warning-signs-you-ignore/index.html").read_text()
+    )
 
 
 def test_a_ten_megabyte_article_is_refused_and_the_site_still_builds(
@@ -204,7 +212,9 @@ def test_category_pages_and_disclaimer_setting(
     settings = make_settings(disclaimer_categories=["Mental & Cognitive Health"])
     out = tmp_path / "site"
     Builder(settings, out, content_dir=content_dir).build()
-    anxiety = (out / "articles/anxiety-without-a-trigger-magnesium-deficiency/index.html").read_text()
+    anxiety = (
+        out / "articles/anxiety-without-a-trigger-magnesium-deficiency/index.html"
+    ).read_text()
     assert "Important Disclaimer" in anxiety
     # the seeds say `disclaimer: true`, so they show it whatever the categories say
     assert "Important Disclaimer" in (out / GUIDE).read_text()
@@ -212,4 +222,7 @@ def test_category_pages_and_disclaimer_setting(
     titles = listing.xpath("//main//li//a/text()")
     assert titles == ["Vitamin K2 for Directing Calcium to Bones",
                       "The Role of Vitamin K2 in Calcium Distribution"]  # fmt: skip
-    assert re.search(r"<h1[^>]*>Vitamins &amp; Supplements</h1>", (out / "category/vitamins-supplements/index.html").read_text())
+    assert re.search(
+        r"<h1[^>]*>Vitamins &amp; Supplements</h1>",
+        (out / "category/vitamins-supplements/index.html").read_text(),
+    )

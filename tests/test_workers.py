@@ -61,7 +61,11 @@ def worker(broker_url: str, tmp_path: Path) -> Iterator[Path]:
 
 
 def test_build_fans_out_to_workers_and_matches_a_serial_build(
-    worker: Path, broker_url: str, content_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    worker: Path,
+    broker_url: str,
+    content_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     runner = CliRunner()
     serial = runner.invoke(main, ["--config", str(worker), "build", "--content", str(content_dir),
@@ -72,10 +76,14 @@ def test_build_fans_out_to_workers_and_matches_a_serial_build(
                                   "--out", str(tmp_path / "celery")])  # auto finds the worker  # fmt: skip
     assert fanned.exit_code == 0, fanned.output
     assert "(celery)" in fanned.output
-    pages = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*.html"))
+    pages = sorted(
+        p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*.html")
+    )
     assert len(pages) >= 13
     for rel in pages:
-        assert (tmp_path / "celery" / rel).read_bytes() == (tmp_path / "serial" / rel).read_bytes(), rel
+        assert (tmp_path / "celery" / rel).read_bytes() == (
+            tmp_path / "serial" / rel
+        ).read_bytes(), rel
 
     app = create_app(load_settings(worker, redis_url=broker_url))
     stats = app.control.inspect(timeout=2).stats() or {}
