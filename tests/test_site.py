@@ -50,7 +50,10 @@ def test_full_build_writes_every_page(
     assert doc.xpath("//h1/text()") == ["Vitamin K2 for Directing Calcium to Bones"]
     blocks = [json.loads(s) for s in doc.xpath("//script[@type='application/ld+json']/text()")]
     faq = next(b for b in blocks[0] if b["@type"] == "FAQPage")
-    assert next(q["name"] for q in faq["mainEntity"]) == "Why is vitamin K2 important when taking calcium?"
+    assert (
+        next(q["name"] for q in faq["mainEntity"])
+        == "Why is vitamin K2 important when taking calcium?"
+    )
     assert len(faq["mainEntity"]) == 4
     # the seed's order: FAQ, then Final Thoughts, then the disclaimer, then Hot Articles
     headings = [h.text_content() for h in doc.xpath("//h2")]
