@@ -33,7 +33,7 @@ from premailer import Premailer
 from . import hot
 from .affiliate import require_disclosure
 from .content import Article, Catalog
-from .errors import ContentError, EmailTooLarge, NotFound
+from .errors import ConfigError, ContentError, EmailTooLarge, NotFound
 from .markup import Body, Renderer, link_problems, parse_fragment, serialize_fragment
 from .settings import Settings
 from .site import article_url, disclaimer_for, disclosure_for
@@ -205,6 +205,12 @@ class EmailRenderer:
     ) -> RenderedEmail:
         """Render one email. Raises ContentError, DisclosureError or EmailTooLarge."""
         settings = self.settings
+        if not settings.postal_address.strip():
+            raise ConfigError(
+                "postal_address is empty: CAN-SPAM requires the sender's physical postal address"
+                " in every email; set postal_address in letterpress.toml or"
+                " LETTERPRESS_POSTAL_ADDRESS"
+            )
         if not slugs:
             raise NotFound("an email needs at least one article")
         articles = []

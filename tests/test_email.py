@@ -159,3 +159,12 @@ def test_video_embeds_become_escaped_links(settings: Settings, content_dir: Path
     doc = lxml.html.fromstring(mail.html)
     link = doc.xpath("//a[@href='https://www.youtube-nocookie.com/embed/x']")[0]
     assert link.text_content() == "<img src=x onerror=alert(1)>"  # shown as text, not markup
+
+
+def test_no_email_without_a_postal_address(
+    make_settings: Callable[..., Settings], content_dir: Path
+) -> None:
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="CAN-SPAM requires the sender's physical postal address"):
+        render(make_settings(postal_address=""), content_dir, [SEEDS[0]])
