@@ -168,3 +168,20 @@ def test_no_email_without_a_postal_address(
 
     with pytest.raises(ConfigError, match="CAN-SPAM requires the sender's physical postal address"):
         render(make_settings(postal_address=""), content_dir, [SEEDS[0]])
+
+
+def test_front_matter_is_escaped_in_the_email(settings: Settings, content_dir: Path) -> None:
+    evil = "<script>alert(1)</script>"
+    for slug in ("evil-one", "evil-two"):
+        write_article(
+            content_dir, slug,
+            f"title: '{evil}'\ncategory: '<b>Cat</b>'\nsubtitle: '\"><img src=x onerror=alert(1)>'\n"
+            "summary: '<i>sum</i>'\nstatus: published\npublished: 2026-06-01",
+        )  # fmt: skip
+    mail = render(settings, content_dir, ["evil-one", "evil-two"], subject=evil, preheader=evil)
+    assert "<script>" not in mail.html and "<img src=x" not in mail.html
+    assert "<b>Cat</b>" not in mail.html and "<i>sum</i>" not in mail.html
+    assert (
+        mail.html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4
+    )  # title, subject, preheader, card
+    assert evil in mail.text  # the plain-text part shows the text as written
