@@ -54,8 +54,9 @@ class HotCard:
 
     slug: str
     label: str
-    title: str
+    title: str  # as shown, cut to hot_title_words
     subtitle: str
+    full_title: str
 
 
 class Engagement:
@@ -140,6 +141,7 @@ def cards(articles: Iterable[Article], settings: Settings) -> list[HotCard]:
             label=a.category,
             title=trim_words(a.title, settings.hot_title_words),
             subtitle=a.subtitle or a.summary,
+            full_title=a.title,
         )
         for a in articles
     ]
