@@ -12,10 +12,10 @@ The costly steps (Markdown to HTML, page rendering) are units of JSON work run b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -59,15 +59,11 @@ class BuildReport:
 
 
 def settings_key(settings: Settings) -> str:
-    import hashlib
-
     payload = json.dumps([FORMAT, settings.model_dump(mode="json")], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _hash(*parts: Any) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -545,8 +541,3 @@ def _prune_empty(folder: Path, top: Path) -> None:
     while folder != top and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
         folder = folder.parent
-
-
-def clean(out_dir: Path) -> None:
-    if (out_dir / STATE_DIR).exists():
-        shutil.rmtree(out_dir)
