@@ -25,9 +25,9 @@ def code_version() -> str:
 
     def git(*args: str) -> str:
         proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return proc.stdout.strip()
+        return proc.stdout.rstrip("\n")  # keep the leading blank of porcelain lines
 
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
     changed = [
         line[3:]
         for line in git("status", "--porcelain", "--", "pipeline", "templates").splitlines()

@@ -29,6 +29,11 @@ TARGET_BYTES = 10_000  # whole Letterpress file, front matter included
 START = date(2024, 1, 1)
 SPAN_DAYS = 730  # published dates spread over two years
 
+
+def _words(text: str) -> list[str]:
+    return text.split(", ")
+
+
 CATEGORIES = [
     "Vitamins & Supplements",
     "Vitamin Deficiency Symptoms",
@@ -40,112 +45,36 @@ CATEGORIES = [
     "Nutrition Basics",
 ]
 SERIES = ["Symptom Decoder Series", "Kitchen Pharmacy", "Lab Results Explained"]
-NUTRIENTS = [
-    "vitamin D3",
-    "vitamin K2",
-    "vitamin B12",
-    "folate",
-    "magnesium",
-    "zinc",
-    "iron",
-    "vitamin C",
-    "omega-3 fatty acids",
-    "calcium",
-    "potassium",
-    "iodine",
-    "selenium",
-    "vitamin B6",
-    "thiamine",
-    "riboflavin",
-    "choline",
-    "vitamin A",
-    "vitamin E",
-    "copper",
-]
-SYMPTOMS = [
-    "fatigue",
-    "muscle cramps",
-    "brittle nails",
-    "hair thinning",
-    "poor sleep",
-    "brain fog",
-    "tingling hands",
-    "low mood",
-    "frequent colds",
-    "joint stiffness",
-    "restless legs",
-    "dry skin",
-    "slow wound healing",
-    "heart palpitations",
-    "burning feet",
-    "pale skin",
-    "mouth ulcers",
-    "night blindness",
-    "headaches",
-]
-FOODS = [
-    "leafy greens",
-    "salmon",
-    "sardines",
-    "eggs",
-    "natto",
-    "pumpkin seeds",
-    "lentils",
-    "almonds",
-    "yogurt",
-    "kefir",
-    "broccoli",
-    "beef liver",
-    "oysters",
-    "spinach",
-    "sweet potatoes",
-    "chickpeas",
-    "avocados",
-    "mushrooms",
-    "oats",
-    "hard cheese",
-]
-GROUPS = [
-    "adults over 50",
-    "postmenopausal women",
-    "vegetarians",
-    "vegans",
-    "older adults",
-    "people taking metformin",
-    "endurance athletes",
-    "shift workers",
-    "people with coeliac disease",
-    "heavy coffee drinkers",
-    "pregnant women",
-]
-PROCESSES = [
-    "energy production",
-    "bone mineralisation",
-    "nerve signalling",
-    "red blood cell formation",
-    "immune defence",
-    "muscle contraction",
-    "collagen synthesis",
-    "thyroid function",
-    "blood sugar control",
-    "DNA repair",
-    "calcium transport",
-    "hormone balance",
-]
-ADJECTIVES = [
-    "gradual",
-    "subtle",
-    "common",
-    "hidden",
-    "persistent",
-    "mild",
-    "significant",
-    "well-documented",
-    "slight",
-    "measurable",
-    "surprising",
-    "steady",
-]
+NUTRIENTS = _words(
+    "vitamin D3, vitamin K2, vitamin B12, folate, magnesium, zinc, iron, vitamin C, "
+    "omega-3 fatty acids, calcium, potassium, iodine, selenium, vitamin B6, thiamine, "
+    "riboflavin, choline, vitamin A, vitamin E, copper"
+)
+SYMPTOMS = _words(
+    "fatigue, muscle cramps, brittle nails, hair thinning, poor sleep, brain fog, "
+    "tingling hands, low mood, frequent colds, joint stiffness, restless legs, dry skin, "
+    "slow wound healing, heart palpitations, burning feet, pale skin, mouth ulcers, night "
+    "blindness, headaches"
+)
+FOODS = _words(
+    "leafy greens, salmon, sardines, eggs, natto, pumpkin seeds, lentils, almonds, "
+    "yogurt, kefir, broccoli, beef liver, oysters, spinach, sweet potatoes, chickpeas, "
+    "avocados, mushrooms, oats, hard cheese"
+)
+GROUPS = _words(
+    "adults over 50, postmenopausal women, vegetarians, vegans, older adults, people "
+    "taking metformin, endurance athletes, shift workers, people with coeliac disease, "
+    "heavy coffee drinkers, pregnant women"
+)
+PROCESSES = _words(
+    "energy production, bone mineralisation, nerve signalling, red blood cell formation, "
+    "immune defence, muscle contraction, collagen synthesis, thyroid function, blood "
+    "sugar control, DNA repair, calcium transport, hormone balance"
+)
+ADJECTIVES = _words(
+    "gradual, subtle, common, hidden, persistent, mild, significant, well-documented, "
+    "slight, measurable, surprising, steady"
+)
 TAGS = sorted(
     {n.lower() for n in NUTRIENTS}
     | {s.lower() for s in SYMPTOMS[:12]}
@@ -498,8 +427,9 @@ def _stats(folder: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--letterpress", type=Path, default=Path("bench/.work/corpus/letterpress"))
-    parser.add_argument("--pelican", type=Path, default=Path("bench/.work/corpus/pelican"))
+    work = Path(__file__).resolve().parent / ".work" / "corpus"
+    parser.add_argument("--letterpress", type=Path, default=work / "letterpress")
+    parser.add_argument("--pelican", type=Path, default=work / "pelican")
     parser.add_argument("-n", type=int, default=1000, help="number of articles (default 1000)")
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args(argv)

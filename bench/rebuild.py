@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{(k + 1) // 2:<6}{result.how:<12}{result.seconds:>7.3f}s{result.own:>9.3f}s"
             f"  {describe(result.written)}  ({slug[:40]})"
         )
-        print(f"{'':18}other pages: {others or '-'}")
+        if others:
+            print(f"{'':18}other pages written: {others}")
 
     print()
     verdicts = []

@@ -13,13 +13,14 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from .content import Article
 from .keys import Keys
 from .settings import Settings
+
+if TYPE_CHECKING:  # redis is imported only where Redis is configured
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class Engagement:
     def from_settings(cls, settings: Settings) -> Engagement | None:
         if not settings.redis_url:
             return None
+        import redis
+
         return cls(redis.Redis.from_url(settings.redis_url, socket_timeout=5), settings)
 
     def _add(self, which: int, slug: str, weight: float, at: float | None) -> None:
@@ -100,6 +103,8 @@ def current_scores(engagement: Engagement | None) -> dict[str, float]:
     """Scores from Redis, or none when Redis is not configured or not reachable."""
     if engagement is None:
         return {}
+    import redis
+
     try:
         return engagement.scores()
     except redis.RedisError as exc:

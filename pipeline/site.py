@@ -38,7 +38,7 @@ from .templating import environment, site_context, templates_version
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".letterpress"
-FORMAT = 3  # bump when the meaning of cached data changes
+FORMAT = 4  # bump when the meaning of cached data changes
 CHUNK = 50  # articles per unit of work
 
 
@@ -126,7 +126,7 @@ def _summary(display: str, slug: str, source_hash: str, body: Body) -> dict[str,
         "slug": slug,
         "links": [[link.slug, link.line, link.href] for link in body.links if link.slug],
         "affiliate": bool(body.affiliate_links),
-        "problems": [[p.path, p.line, p.message] for p in body.problems],
+        "problems": [[p.line, p.message] for p in body.problems],
     }
 
 
@@ -290,9 +290,12 @@ class Builder:
 
         # 1. Read and parse every file; a broken one is reported, never fatal.
         files: dict[str, Path] = {}
+        state_keys: dict[str, str] = {}
         parsed: list[Parsed] = []
         for source in self.store.sources():
             files[source.display_path] = source.path
+            # state is keyed by the path within the content folder, whatever the cwd
+            state_keys[source.display_path] = source.path.relative_to(self.store.root).as_posix()
             try:
                 parsed.append(
                     parse_article(source.display_path, source.raw, self.settings, source.modified)
@@ -309,7 +312,7 @@ class Builder:
         summaries: dict[str, dict[str, Any]] = {}
         stale: list[Article] = []
         for article in catalog.articles.values():
-            known = state["sources"].get(article.path)
+            known = state["sources"].get(state_keys[article.path])
             cached = self.cache_dir / f"{article.source_hash}.json"
             if not force and known and known["hash"] == article.source_hash and cached.exists():
                 summaries[article.path] = known
@@ -336,7 +339,7 @@ class Builder:
             if summary is None:
                 broken.add(article.slug)
                 continue
-            problems = [Problem(*p) for p in summary["problems"]]
+            problems = [Problem(article.path, line, text) for line, text in summary["problems"]]
             if article.is_published:
                 problems += [
                     Problem(article.path, line, f"link to unknown article '{slug}' ({href})")
@@ -357,11 +360,12 @@ class Builder:
         nav = _nav(published)
         pages: dict[str, str] = {}
         jobs = []
+        # Rank once: the block on a page is the top hot_size + 1 minus the page itself.
+        size = self.settings.hot_size
+        top = [c.__dict__ for c in hot.cards(hot.rank(published, scores, size=size + 1),
+                                             self.settings)]  # fmt: skip
         for article in published:
-            ranked = hot.rank(
-                published, scores, size=self.settings.hot_size, exclude=[article.slug]
-            )
-            cards = [c.__dict__ for c in hot.cards(ranked, self.settings)]
+            cards = [c for c in top if c["slug"] != article.slug][:size]
             page = f"articles/{article.slug}/index.html"
             page_key = _hash(key, tpl, article.source_hash, cards, nav)
             pages[page] = page_key
@@ -400,9 +404,10 @@ class Builder:
         #    keep the last good page of an article that is broken right now, including
         #    files that no longer parse at all (known by what the last build read).
         failed = set(files) - {a.path for a in catalog.articles.values()}
-        for path in failed & set(state["sources"]):
-            summaries[path] = state["sources"][path]
-            broken.add(summaries[path]["slug"])
+        for path in failed:
+            if state_keys[path] in state["sources"]:
+                summaries[path] = state["sources"][state_keys[path]]
+                broken.add(summaries[path]["slug"])
         keep = {f"articles/{slug}/index.html" for slug in broken}
         for page in sorted(set(state["pages"]) - set(pages) - keep):
             target = self.out_dir / page
@@ -415,7 +420,7 @@ class Builder:
 
         new_state: dict[str, Any] = {
             "key": key,
-            "sources": {path: summaries[path] for path in files if path in summaries},
+            "sources": {state_keys[p]: summaries[p] for p in files if p in summaries},
             "pages": pages,
         }  # fmt: skip
         atomic_write(self.state_dir / "state.json", json.dumps(new_state))

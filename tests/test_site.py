@@ -10,6 +10,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import lxml.html
+import pytest
 import redis
 
 from pipeline.hot import Engagement
@@ -229,3 +230,14 @@ def test_category_pages_and_disclaimer_setting(
         r"<h1[^>]*>Vitamins &amp; Supplements</h1>",
         (out / "category/vitamins-supplements/index.html").read_text(),
     )
+
+
+def test_a_build_from_another_folder_is_still_incremental(
+    settings: Settings, content_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "site"
+    monkeypatch.chdir(tmp_path)
+    Builder(settings, out, content_dir=Path("content")).build()
+    monkeypatch.chdir(content_dir)
+    again = Builder(settings, out, content_dir=Path(".")).build()
+    assert again.written == [] and again.unchanged >= 16
