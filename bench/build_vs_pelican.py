@@ -1,6 +1,6 @@
 """Cold build of the generated corpus: Letterpress against Pelican, in the same run.
 
-Target (from the issue): a cold build of 1,000 generated articles of about 10 KB each
+Target: a cold build of 1,000 generated articles of about 10 KB each
 runs at least 5 times Pelican's articles per second on the same corpus.
 
 Each build is one whole process (start-up included, for both tools) into a fresh,

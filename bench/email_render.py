@@ -1,6 +1,6 @@
 """One newsletter email render: 5 articles of the generated corpus, CSS inlined by premailer.
 
-Target (from the issue): one email render (5 articles, premailer) takes a median under
+Target: one email render (5 articles, premailer) takes a median under
 100 ms after warm-up.
 
 The corpus is generated into bench/.work/email/content and read once. The email has 5

@@ -1,6 +1,6 @@
 """Incremental rebuild after editing one article of a 1,000-article site.
 
-Target (from the issue): a rebuild after editing one article of that site takes under
+Target: a rebuild after editing one article of that site takes under
 0.5 s.
 
 The corpus is generated into bench/.work/rebuild/content and cold-built once with the
