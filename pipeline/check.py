@@ -28,5 +28,5 @@ def check(settings: Settings, content_dir: Path | None = None) -> tuple[Catalog,
             continue
         problems.extend(body.problems)
         if article.is_published:
-            problems.extend(link_problems(article, body, published))
+            problems.extend(link_problems(article.path, body.links, published))
     return catalog, sorted(set(problems))

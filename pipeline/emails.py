@@ -225,7 +225,7 @@ class EmailRenderer:
             if article.slug not in bodies:
                 bodies[article.slug] = self.renderer.body(article)
             body = bodies[article.slug]
-            problems += list(body.problems) + link_problems(article, body, known)
+            problems += list(body.problems) + link_problems(article.path, body.links, known)
         disclosure_issues = [p for p in problems if "disclosure" in p.message]
         require_disclosure(disclosure_issues)
         if problems:

@@ -9,6 +9,7 @@ problems with the line of the file they come from.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -212,14 +213,12 @@ def _line(article: Article, needle: str) -> int:
     return article.body_line + (article.body[:index].count("\n") if index >= 0 else 0)
 
 
-def link_problems(article: Article, body: Body, known: set[str]) -> list[Problem]:
-    """Links to articles that do not exist (or are drafts when the source is published)."""
+def link_problems(path: str, links: Iterable[Link], known: set[str]) -> list[Problem]:
+    """Links to articles that are not published: they do not exist, or are drafts."""
     return [
         Problem(
-            article.path,
-            link.line,
-            f"link to unknown article '{link.slug}' ({link.href}): check the slug",
+            path, link.line, f"link to unknown article '{link.slug}' ({link.href}): check the slug"
         )
-        for link in body.links
+        for link in links
         if link.slug is not None and link.slug not in known
     ]

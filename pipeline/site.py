@@ -30,7 +30,7 @@ from feedgen.feed import FeedGenerator
 from . import hot
 from .content import Article, Catalog, FileContentStore, Parsed, build_catalog, parse_article
 from .errors import Problem
-from .markup import Body, Renderer, parse_fragment, slugify_heading
+from .markup import Body, Link, Renderer, link_problems, parse_fragment, slugify_heading
 from .pool import Pool, SerialPool, Unit
 from .settings import Settings, load_settings
 from .templating import environment, site_context, templates_version
@@ -59,7 +59,9 @@ class BuildReport:
 
 
 def settings_key(settings: Settings) -> str:
-    payload = json.dumps([FORMAT, settings.model_dump(mode="json")], sort_keys=True)
+    """What in the settings shapes the output (where Redis lives does not)."""
+    output = settings.model_dump(mode="json", exclude={"redis_url"})
+    payload = json.dumps([FORMAT, output], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -341,11 +343,8 @@ class Builder:
                 continue
             problems = [Problem(article.path, line, text) for line, text in summary["problems"]]
             if article.is_published:
-                problems += [
-                    Problem(article.path, line, f"link to unknown article '{slug}' ({href})")
-                    for slug, line, href in summary["links"]
-                    if slug not in slugs
-                ]
+                links = (Link(href, line, None, slug) for slug, line, href in summary["links"])
+                problems += link_problems(article.path, links, slugs)
             if problems:
                 broken.add(article.slug)
                 report.problems.extend(problems)

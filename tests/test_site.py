@@ -241,3 +241,24 @@ def test_a_build_from_another_folder_is_still_incremental(
     monkeypatch.chdir(content_dir)
     again = Builder(settings, out, content_dir=Path(".")).build()
     assert again.written == [] and again.unchanged >= 16
+
+
+def test_naming_a_redis_does_not_make_the_next_build_cold(
+    make_settings: Callable[..., Settings], content_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "site"
+    Builder(make_settings(), out, content_dir=content_dir).build()
+    again = Builder(make_settings(redis_url="redis://127.0.0.1:1/0"), out, content_dir=content_dir)
+    assert again.build().written == []
+
+
+def test_build_and_check_word_a_broken_link_alike(
+    settings: Settings, content_dir: Path, tmp_path: Path
+) -> None:
+    from pipeline.check import check
+
+    write_article(content_dir, "linker", front(), "See [gone](/articles/gone/).\n")
+    built = Builder(settings, tmp_path / "site", content_dir=content_dir).build().problems
+    _, checked = check(settings, content_dir)
+    assert [str(p) for p in built] == [str(p) for p in checked]
+    assert checked[0].message == "link to unknown article 'gone' (/articles/gone/): check the slug"
