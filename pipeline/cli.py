@@ -30,9 +30,9 @@ class Context:
         self.config = config
         self._settings: Settings | None = None
 
-    def settings(self, **overrides: Any) -> Settings:
-        if self._settings is None or overrides:
-            self._settings = load_settings(self.config, **overrides)
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
         return self._settings
 
 

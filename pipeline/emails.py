@@ -33,7 +33,7 @@ from premailer import Premailer
 from . import hot
 from .affiliate import require_disclosure
 from .content import Article, Catalog
-from .errors import ConfigError, ContentError, EmailTooLarge, NotFound
+from .errors import ConfigError, ContentError, EmailTooLarge, NotFound, Problem
 from .markup import Body, Renderer, link_problems, parse_fragment, serialize_fragment
 from .settings import Settings
 from .site import article_url, disclaimer_for, disclosure_for
@@ -220,14 +220,15 @@ class EmailRenderer:
             articles.append(catalog.articles[slug])
         bodies = dict(bodies or {})
         problems = []
+        disclosure: list[Problem] = []
         known = {a.slug for a in catalog.articles.values() if a.is_published}
         for article in articles:
             if article.slug not in bodies:
                 bodies[article.slug] = self.renderer.body(article)
             body = bodies[article.slug]
             problems += list(body.problems) + link_problems(article.path, body.links, known)
-        disclosure_issues = [p for p in problems if "disclosure" in p.message]
-        require_disclosure(disclosure_issues)
+            disclosure += body.disclosure_problems
+        require_disclosure(disclosure)
         if problems:
             raise ContentError(problems)
 

@@ -54,7 +54,8 @@ class Body:
     faq: tuple[tuple[str, str], ...]  # (question, answer HTML)
     links: tuple[Link, ...]
     headings: tuple[tuple[int, str, str], ...]  # (level, id, text)
-    problems: tuple[Problem, ...]
+    problems: tuple[Problem, ...]  # all of them, the disclosure ones included
+    disclosure_problems: tuple[Problem, ...] = ()
 
     @property
     def affiliate_links(self) -> list[Link]:
@@ -75,6 +76,7 @@ class Body:
             links=tuple(Link(**link) for link in data["links"]),
             headings=tuple((int(n), i, t) for n, i, t in data["headings"]),
             problems=tuple(Problem(**p) for p in data["problems"]),
+            disclosure_problems=tuple(Problem(**p) for p in data["disclosure_problems"]),
         )
 
 
@@ -142,16 +144,20 @@ class Renderer:
             for part in raw_parts
         )
         faq = tuple((q.question, self.markdown(q.answer)) for q in article.faq)
-        affiliate = [(link.line, link.href, link.affiliate) for link in links if link.affiliate]
-        problems += disclosure_problems(
+        disclosure = disclosure_problems(
             article.path,
             article.line_of("affiliate") if "affiliate" in article.field_lines else 1,
             mode=article.affiliate,
-            affiliate_lines=[(n, h, r) for n, h, r in affiliate if r],
+            affiliate_lines=[
+                (link.line, link.href, link.affiliate) for link in links if link.affiliate
+            ],
             disclosure_on=article.disclosure,
             disclosure_text=self.settings.affiliate_disclosure,
         )
-        return Body(parts, faq, tuple(links), tuple(headings), tuple(problems))
+        return Body(
+            parts, faq, tuple(links), tuple(headings), tuple(problems + disclosure),
+            disclosure_problems=tuple(disclosure),
+        )  # fmt: skip
 
     def _postprocess(
         self,

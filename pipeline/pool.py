@@ -19,7 +19,12 @@ class Pool(Protocol):
         ...
 
 
+WORK = ("analyse", "render_articles")
+
+
 def _resolve(work: str) -> Work:
+    if work not in WORK:
+        raise ValueError(f"unknown unit of work {work!r}: one of {', '.join(WORK)}")
     from . import site
 
     fn: Work = getattr(site, work)

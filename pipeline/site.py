@@ -38,7 +38,7 @@ from .templating import environment, site_context, templates_version
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".letterpress"
-FORMAT = 4  # bump when the meaning of cached data changes
+FORMAT = 5  # bump when the meaning of cached data changes
 CHUNK = 50  # articles per unit of work
 
 
