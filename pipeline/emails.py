@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
 from functools import cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,9 +37,8 @@ from .errors import ConfigError, ContentError, EmailTooLarge, NotFound, Problem
 from .markup import Body, Renderer, link_problems, parse_fragment, serialize_fragment
 from .settings import Settings
 from .site import article_url, disclaimer_for, disclosure_for
-from .templating import environment, site_context
+from .templating import WIDTH, environment, site_context, wrap_text
 
-WIDTH = 78
 MERGE = {
     "unsubscribe_url": "%%unsubscribe_url%%",
     "name": "%%name%%",
@@ -117,27 +116,6 @@ def _email_html(fragment: str, settings: Settings, campaign: str) -> str:
     return serialize_fragment(root)
 
 
-def _wrap(text: str, width: int = WIDTH) -> str:
-    """Wrap each line at ``width``, keeping list indentation; URLs are never broken."""
-    out = []
-    for line in text.splitlines():
-        if len(line) <= width:
-            out.append(line.rstrip())
-            continue
-        match = re.match(r"^(\s*(?:[*+\-•]|\d+\.|\[\d+\])?\s*)", line)
-        indent = " " * len(match.group(1)) if match else ""
-        out.extend(
-            textwrap.wrap(
-                line,
-                width=width,
-                subsequent_indent=indent,
-                break_long_words=False,
-                break_on_hyphens=False,
-            )
-        )
-    return "\n".join(out)
-
-
 _TEXT_CONFIG = ParserConfig(display_links=False, display_images=True)
 
 
@@ -158,7 +136,7 @@ def _plain(fragment: str, refs: list[str]) -> str:
         a.tail = f" [{n}]" + (a.tail or "")
     text = get_text(serialize_fragment(root), _TEXT_CONFIG)
     text = re.sub(r"\n{3,}", "\n\n", text).strip("\n")
-    return _wrap(text)
+    return wrap_text(text)
 
 
 def _refs_block(refs: list[str]) -> str:
@@ -178,10 +156,8 @@ def _teaser(article: Article, words: int) -> str:
 
 
 @cache
-def _css(templates_dir: str) -> str:
-    from pathlib import Path
-
-    return (Path(templates_dir) / "email" / "email.css").read_text(encoding="utf-8")
+def _css(templates_dir: Path) -> str:
+    return (templates_dir / "email" / "email.css").read_text(encoding="utf-8")
 
 
 class EmailRenderer:
@@ -278,7 +254,7 @@ class EmailRenderer:
                 if item.faq:
                     chunks.append("FREQUENTLY ASKED QUESTIONS (FAQ)")
                     for question, answer in item.faq:
-                        chunks.append(_wrap(question) + "\n\n" + _plain(answer, refs))
+                        chunks.append(wrap_text(question) + "\n\n" + _plain(answer, refs))
                 if len(item.parts) > 1:
                     chunks.append(_plain(item.parts[1], refs))
                 item.text = "\n\n".join(c for c in chunks if c) + _refs_block(refs)
@@ -306,11 +282,9 @@ class EmailRenderer:
             view_url=view_url or with_utm(article_url(settings, first.slug), settings, campaign),
             home_url=with_utm(settings.base_url + "/", settings, campaign),
             unsubscribe_url=MERGE["unsubscribe_url"],
-            css=_css(str(settings.templates_dir)),
+            css=_css(settings.templates_dir),
         )
         env = environment(settings.templates_dir)
-        if "wrap" not in env.filters:
-            env.filters["wrap"] = _wrap
         html = env.get_template("email/newsletter.html").render(ctx)
         text = env.get_template("email/newsletter.txt").render(ctx)
         return RenderedEmail(

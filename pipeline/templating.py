@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import textwrap
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import Any
 import jinja2
 
 from .settings import Settings
+
+WIDTH = 78  # plain-text email lines (RFC 5322 recommends at most 78)
 
 
 @cache
@@ -25,6 +29,7 @@ def environment(templates_dir: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["wrap"] = wrap_text
     return env
 
 
@@ -52,3 +57,24 @@ def site_context(settings: Settings) -> dict[str, Any]:
         },
         "year": datetime.now(UTC).year,
     }
+
+
+def wrap_text(text: str, width: int = WIDTH) -> str:
+    """Wrap each line at ``width``, keeping list indentation; URLs are never broken."""
+    out = []
+    for line in text.splitlines():
+        if len(line) <= width:
+            out.append(line.rstrip())
+            continue
+        match = re.match(r"^(\s*(?:[*+\-•]|\d+\.|\[\d+\])?\s*)", line)
+        indent = " " * len(match.group(1)) if match else ""
+        out.extend(
+            textwrap.wrap(
+                line,
+                width=width,
+                subsequent_indent=indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+    return "\n".join(out)
