@@ -7,16 +7,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
 from . import hot
 from .check import check as check_content
+from .cli_common import Context, pass_ctx
+from .cli_common import run_or_exit as _run
 from .content import FileContentStore
-from .errors import ContentError, LetterpressError
+from .errors import LetterpressError
 from .pool import Pool, ProcessPool, SerialPool
-from .settings import Settings, load_settings
+from .settings import Settings
 from .site import Builder
 
 SEEDS = (
@@ -25,18 +26,6 @@ SEEDS = (
 )
 
 
-class Context:
-    def __init__(self, config: Path | None) -> None:
-        self.config = config
-        self._settings: Settings | None = None
-
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(self.config)
-        return self._settings
-
-
-pass_ctx = click.make_pass_decorator(Context)
 content_option = click.option(
     "--content",
     "content_dir",
@@ -63,23 +52,6 @@ def main(ctx: click.Context, config: Path | None, verbose: bool) -> None:
         format="%(levelname)s %(name)s: %(message)s",
     )
     ctx.obj = Context(config)
-
-
-def _fail(exc: LetterpressError) -> None:
-    if isinstance(exc, ContentError):
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"{len(exc.problems)} problem(s)", err=True)
-    else:
-        click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
-
-
-def _run(fn: Any) -> Any:
-    try:
-        return fn()
-    except LetterpressError as exc:
-        _fail(exc)
 
 
 @main.command()

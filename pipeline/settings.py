@@ -15,7 +15,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -95,6 +102,11 @@ DEFAULT_SHORTENERS = [
 ]
 
 
+def _env(name: str, default: Any) -> Any:
+    """A setting also read from the unprefixed variable ``name`` (``REDIS_URL``)."""
+    return Field(default=default, validation_alias=AliasChoices(name, "LETTERPRESS_" + name))
+
+
 class _FileSource(PydanticBaseSettingsSource):
     """Values from the TOML file, weaker than the environment."""
 
@@ -129,10 +141,38 @@ class Settings(BaseSettings):
     postal_address: str = ""
 
     # Services
-    redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "LETTERPRESS_REDIS_URL")
-    )
+    redis_url: str | None = _env("REDIS_URL", None)
     redis_prefix: str = "letterpress"
+    database_url: str = _env("DATABASE_URL", "sqlite:///letterpress.db")
+    secret_key: SecretStr = SecretStr("")
+    broker_visibility_timeout: int = Field(default=3600, ge=60)
+
+    # Delivery
+    provider: Literal["outbox", "mailgun", "sendgrid", "postmark", "smtp"] = "outbox"
+    outbox_dir: Path = Path("outbox")
+    mailgun_api_key: SecretStr = _env("MAILGUN_API_KEY", SecretStr(""))
+    mailgun_domain: str = _env("MAILGUN_DOMAIN", "")
+    mailgun_base_url: str = _env("MAILGUN_BASE_URL", "https://api.mailgun.net")
+    sendgrid_api_key: SecretStr = _env("SENDGRID_API_KEY", SecretStr(""))
+    sendgrid_base_url: str = _env("SENDGRID_BASE_URL", "https://api.sendgrid.com")
+    postmark_server_token: SecretStr = _env("POSTMARK_SERVER_TOKEN", SecretStr(""))
+    postmark_base_url: str = _env("POSTMARK_BASE_URL", "https://api.postmarkapp.com")
+    postmark_message_stream: str = _env("POSTMARK_MESSAGE_STREAM", "broadcast")
+    smtp_url: SecretStr = _env("SMTP_URL", SecretStr("smtp://localhost:1025"))
+    provider_idempotency: bool = False
+    batch_size: int | None = Field(default=None, ge=1)
+    send_rate: float = Field(default=100.0, gt=0)
+    send_burst: int = Field(default=1000, ge=1)
+    http_timeout: float = Field(default=30.0, gt=0)
+    retry_attempts: int = Field(default=6, ge=1, le=20)
+    retry_base_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    lease_seconds: int = Field(default=900, ge=1)
+    late_after_hours: float = Field(default=6.0, gt=0)
+    error_threshold: float = Field(default=0.2, gt=0, le=1)
+    error_min_recipients: int = Field(default=100, ge=1)
+    beat_seconds: float = Field(default=5.0, gt=0)
+    sweep_seconds: float = Field(default=15.0, gt=0)
 
     # Affiliate links and disclosures
     affiliate_disclosure: str = DEFAULT_DISCLOSURE
@@ -164,6 +204,23 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _time_budgets(self) -> Settings:
+        # A batch's retries must end inside its lease, and the lease inside the broker's
+        # visibility timeout, or a slow batch would be taken for a dead one.
+        budget = self.retry_attempts * self.retry_max_seconds
+        if self.lease_seconds >= self.broker_visibility_timeout:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds}) must be shorter than"
+                f" broker_visibility_timeout ({self.broker_visibility_timeout})"
+            )
+        if budget >= self.lease_seconds:
+            raise ValueError(
+                f"retry_attempts * retry_max_seconds ({budget:g} s) must be shorter than"
+                f" lease_seconds ({self.lease_seconds})"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

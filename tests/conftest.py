@@ -81,3 +81,55 @@ def front(title: str = "A title", **fields: str) -> str:
     lines = [f"title: {title}", "category: Testing", "status: published", "published: 2026-01-02"]
     lines += [f"{k}: {v}" for k, v in fields.items()]
     return "\n".join(lines)
+
+
+POSTGRES_URL = os.environ.get(
+    "LETTERPRESS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_reachable() -> bool:
+    import sqlalchemy as sa
+
+    from pipeline import db
+
+    try:
+        with sa.create_engine(db.normalise_url(POSTGRES_URL)).connect():
+            return True
+    except Exception:
+        return False
+
+
+def _reset_postgres() -> None:
+
+    from pipeline import db
+
+    with db.engine(POSTGRES_URL).begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A freshly migrated database: a SQLite file, then PostgreSQL where reachable."""
+    from pipeline import db
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'letterpress.db'}"
+    else:
+        if not _postgres_reachable():
+            pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}")
+        url = POSTGRES_URL
+        _reset_postgres()
+    db.upgrade(url)
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A freshly migrated SQLite database, for tests about something else."""
+    from pipeline import db
+
+    url = f"sqlite:///{tmp_path / 'letterpress.db'}"
+    db.upgrade(url)
+    return url

@@ -1,0 +1,1 @@
+"""Mail providers behind one interface (``base.Provider``)."""

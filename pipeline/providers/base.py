@@ -1,0 +1,95 @@
+"""The one small interface every mail provider sits behind.
+
+A delivery step hands a provider one frozen ``Message`` (the issue's snapshot, with
+merge fields such as ``%%unsubscribe_url%%`` still in it) and up to ``max_batch``
+``Recipient``s, each with the values of those fields and its own headers. The
+provider fills the fields in its own way (Mailgun recipient-variables, SendGrid
+substitutions, or a cheap string substitution per message) and answers with a
+``BatchResult``, or raises one of the errors below, which tell the caller whether a
+retry is safe.
+
+The network is injected: HTTP adapters take a ``requests.Session``, so tests talk to
+a real server on loopback (``pipeline.providers.double``), never to a monkeypatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from ..errors import LetterpressError
+
+
+@dataclass(frozen=True)
+class Message:
+    """What every recipient of one batch gets, before personalisation."""
+
+    subject: str
+    html: str  # may be empty: a text-only message
+    text: str
+    from_name: str
+    from_email: str
+    tag: str  # the campaign, for the provider's statistics
+    headers: dict[str, str] = field(default_factory=dict)  # the same for everyone
+    metadata: dict[str, str] = field(default_factory=dict)  # issue and batch ids
+
+
+@dataclass(frozen=True)
+class Recipient:
+    subscriber_id: int
+    email: str
+    name: str
+    fields: dict[str, str]  # merge field name -> value (see pipeline.emails.MERGE)
+    headers: dict[str, str]  # per-recipient headers: List-Unsubscribe
+
+
+@dataclass
+class BatchResult:
+    """``accepted``: subscriber id -> provider message id; ``rejected``: id -> reason.
+
+    A recipient in neither was not attempted (the caller treats it as failed)."""
+
+    accepted: dict[int, str] = field(default_factory=dict)
+    rejected: dict[int, str] = field(default_factory=dict)
+
+
+class ProviderError(LetterpressError):
+    """The provider call failed; the subclasses say whether to retry."""
+
+
+class Transient(ProviderError):
+    """Nothing was accepted (5xx, refused connection): retrying is safe."""
+
+
+class Throttled(Transient):
+    """Rate-limited (429, Mailgun 420): retry after ``retry_after`` seconds, if known."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Ambiguous(ProviderError):
+    """The request may have been accepted (timeout or connection lost after sending)."""
+
+
+class Rejected(ProviderError):
+    """The whole call was refused for good (bad key, malformed request): do not retry."""
+
+
+class Provider(Protocol):
+    name: str
+    max_batch: int  # recipients per call
+    idempotent: bool  # a retry with the same key can never deliver twice
+
+    def send(self, message: Message, recipients: Sequence[Recipient], key: str) -> BatchResult:
+        """Send one batch. ``key`` is stable across retries of the same batch."""
+        ...
+
+    def accepted(self, key: str, since: datetime) -> set[str] | None:
+        """Addresses the provider accepted for batch ``key``, or None if it can't tell."""
+        ...
+
+    def close(self) -> None: ...
