@@ -67,8 +67,9 @@ def check(ctx: Context, content_dir: Path | None) -> None:
             click.echo(str(problem))
         count = len(catalog.articles)
         if problems:
-            click.echo(f"{len(problems)} problem(s) in {content_dir or settings.content_dir}",
-                       err=True)  # fmt: skip
+            click.echo(
+                f"{len(problems)} problem(s) in {content_dir or settings.content_dir}", err=True
+            )
             sys.exit(1)
         click.echo(f"{count} article(s) OK in {content_dir or settings.content_dir}")
 
@@ -96,8 +97,13 @@ def _pool(settings: Settings, choice: str, articles: int) -> Pool:
 
 @main.command()
 @content_option
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Where the site goes.")  # fmt: skip
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Where the site goes.",
+)
 @click.option("--force", is_flag=True, help="Render every page again.")
 @click.option(
     "--pool",
@@ -130,8 +136,9 @@ def build(ctx: Context, content_dir: Path | None, out_dir: Path, force: bool, po
             f" in {report.seconds:.2f} s ({report.pool})"
         )
         if report.problems:
-            click.echo(f"{len(report.problems)} problem(s): those articles were not built",
-                       err=True)  # fmt: skip
+            click.echo(
+                f"{len(report.problems)} problem(s): those articles were not built", err=True
+            )
             sys.exit(1)
 
     _run(run)
@@ -142,10 +149,15 @@ def build(ctx: Context, content_dir: Path | None, out_dir: Path, force: bool, po
 @content_option
 @click.option("--subject", default=None, help="Subject line (default: the first title).")
 @click.option("--preheader", default=None, help="Preview text (default: first summary).")
-@click.option("--full", type=int, default=None,
-              help="How many articles go in full (default: email_full_articles, 1).")  # fmt: skip
-@click.option("--to", default="preview@example.com", show_default=True,
-              help="To: address of message.eml.")  # fmt: skip
+@click.option(
+    "--full",
+    type=int,
+    default=None,
+    help="How many articles go in full (default: email_full_articles, 1).",
+)
+@click.option(
+    "--to", default="preview@example.com", show_default=True, help="To: address of message.eml."
+)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True)
 @pass_ctx
 def preview(
@@ -180,9 +192,13 @@ def _preview(
     catalog = FileContentStore(content_dir or settings.content_dir, settings).catalog()
     scores = hot.current_scores(hot.Engagement.from_settings(settings))
     email = EmailRenderer(settings).render(
-        catalog, list(slugs), subject=subject, preheader=preheader, full_articles=full,
+        catalog,
+        list(slugs),
+        subject=subject,
+        preheader=preheader,
+        full_articles=full,
         scores=scores,
-    )  # fmt: skip
+    )
     paths = [out_dir / "email.html", out_dir / "email.txt", out_dir / "message.eml"]
     atomic_write(paths[0], email.html)
     atomic_write(paths[1], email.text)
@@ -195,39 +211,106 @@ def _preview(
 
 
 @main.command()
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("out"), show_default=True)  # fmt: skip
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("out"),
+    show_default=True,
+)
+@click.option(
+    "--subscribers", "count", default=2000, show_default=True, help="Size of the demo list."
+)
 @pass_ctx
-def demo(ctx: Context, out_dir: Path) -> None:
-    """The main job on the embedded defaults: check, build the site, render an email."""
+def demo(ctx: Context, out_dir: Path, count: int) -> None:
+    """The main job end to end on the embedded defaults (SQLite, file outbox, no broker):
+    check the articles, build the site, import a demo list, and send an issue of the two
+    seed articles to it."""
+    _run(lambda: _demo(ctx, out_dir, count))
 
-    def run() -> None:
-        started = time.perf_counter()
-        settings = ctx.settings()
-        click.echo(f"1/3 checking {settings.content_dir}")
-        catalog, problems = check_content(settings)
-        for problem in problems:
-            click.echo(f"    {problem}")
-        if problems:
-            sys.exit(1)
-        click.echo(f"    {len(catalog.articles)} article(s) OK")
-        click.echo(f"2/3 building the site into {out_dir / 'site'}")
-        report = Builder(settings, out_dir / "site",
-                         engagement=hot.Engagement.from_settings(settings)).build()  # fmt: skip
-        for problem in report.problems:
-            click.echo(f"    {problem}")
-        if report.problems:
-            sys.exit(1)
-        click.echo(f"    {out_dir / 'site' / 'index.html'}")
-        for page in report.written:
-            if page.startswith("articles/"):
-                click.echo(f"    {out_dir / 'site' / page}")
-        click.echo(f"3/3 rendering the seed articles as an email into {out_dir / 'email'}")
-        _preview(settings, list(SEEDS), None, None, None, None, "preview@example.com",
-                 out_dir / "email")  # fmt: skip
-        click.echo(f"done in {time.perf_counter() - started:.1f} s")
 
-    _run(run)
+def _demo(ctx: Context, out_dir: Path, count: int) -> None:
+    import secrets
+
+    from . import db, issues
+    from .delivery import InlineDispatcher, Outcome
+    from .runtime import Runtime
+    from .settings import load_settings
+    from .subscribers import import_csv
+
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = ctx.settings()
+    settings = load_settings(
+        ctx.config,
+        database_url=f"sqlite:///{out_dir / 'letterpress.db'}",
+        provider="outbox",
+        outbox_dir=out_dir / "outbox",
+        redis_url=None,
+        secret_key=base.secret_key.get_secret_value() or secrets.token_urlsafe(32),
+    )
+    click.echo(f"1/5 checking {settings.content_dir}")
+    catalog, problems = check_content(settings)
+    for problem in problems:
+        click.echo(f"    {problem}")
+    if problems:
+        sys.exit(1)
+    click.echo(f"    {len(catalog.articles)} article(s) OK")
+    click.echo(f"2/5 building the site into {out_dir / 'site'}")
+    report = Builder(
+        settings, out_dir / "site", engagement=hot.Engagement.from_settings(settings)
+    ).build()
+    for problem in report.problems:
+        click.echo(f"    {problem}")
+    if report.problems:
+        sys.exit(1)
+    click.echo(f"    {out_dir / 'site' / 'index.html'} and {report.articles} article page(s)")
+    click.echo(
+        f"3/5 importing a demo list of {count:,} subscribers into {out_dir / 'letterpress.db'}"
+    )
+    db.upgrade(settings.database_url)
+    csv_path = out_dir / "demo-subscribers.csv"
+    with csv_path.open("w", encoding="utf-8", newline="") as f:
+        f.write("email,name,time_zone\n")
+        for n in range(1, count + 1):
+            f.write(f"reader{n}@example.com,Reader {n},Europe/London\n")
+    imported = import_csv(db.engine(settings.database_url), csv_path, list_name="demo")
+    click.echo(f"    {imported.summary()}")
+    click.echo("4/5 sending an issue of the two seed articles through the file outbox")
+    rt = Runtime(settings)
+    issue_id = issues.create(
+        rt.engine,
+        subject="Vitamin K2: where your calcium goes",
+        articles=[issues.ArticleRef(SEEDS[0], True), issues.ArticleRef(SEEDS[1], False)],
+        audience=["demo"],
+        preheader="Two articles on vitamin K2, calcium and your bones.",
+        catalog=rt.catalog(),
+    )
+    issues.schedule(rt.engine, issue_id, None)
+    with click.progressbar(
+        length=count, label=f"    issue {issue_id}", show_pos=True, show_eta=True
+    ) as bar:
+
+        def advance(outcome: Outcome) -> None:
+            bar.update(outcome.sent + outcome.failed + outcome.skipped)
+
+        dispatcher = InlineDispatcher(rt.sender, advance)
+        rt.start_due(dispatcher)
+        rt.sweep(dispatcher, queue_empty=True)
+    issue = issues.get(rt.engine, issue_id)
+    p = issue.progress
+    folder = settings.outbox_dir / f"issue-{issue_id}"
+    click.echo("5/5 summary")
+    click.echo(
+        f"    issue {issue_id} {issue.status}: {p.sent:,} sent, {p.failed:,} failed,"
+        f" {p.skipped:,} skipped of {p.recipients:,} in {sum(p.batches.values())} batches"
+    )
+    sample = min(folder.glob("*.eml"), default=None, key=lambda x: int(x.stem))
+    click.echo(f"    one .eml per recipient in {folder}" + (f", e.g. {sample}" if sample else ""))
+    click.echo(f"done in {time.perf_counter() - started:.1f} s")
+    rt.close()
+    if issue.status != "sent":
+        sys.exit(1)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -239,3 +322,14 @@ def worker(ctx: Context, celery_args: tuple[str, ...]) -> None:
 
     app = _run(lambda: create_app(ctx.settings()))
     app.worker_main(["worker", *celery_args])
+
+
+def _register() -> None:
+    from .cli_issues import COMMANDS
+    from .cli_subscribers import subscribers
+
+    for command in [*COMMANDS, subscribers]:
+        main.add_command(command)
+
+
+_register()

@@ -84,6 +84,8 @@ subscribers = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("confirmed_at", UTCDateTime),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # When the status last changed: a send skips people who left after it started.
+    sa.Column("status_changed_at", UTCDateTime),
     sa.CheckConstraint(
         "status IN ('pending', 'active', 'unsubscribed', 'bounced', 'complained')", name="status"
     ),
@@ -118,6 +120,10 @@ issues = sa.Table(
     sa.Column("prepared_at", UTCDateTime),
     sa.Column("finished_at", UTCDateTime),
     sa.Column("recipients", sa.Integer, nullable=False, server_default="0"),
+    # Running totals kept by the batches, so progress never counts the delivery log.
+    sa.Column("sent", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint(
         "status IN ('draft', 'scheduled', 'sending', 'sent', 'paused', 'cancelled', 'failed')",
         name="status",

@@ -178,8 +178,12 @@ class EmailRenderer:
         full_articles: int | None = None,
         view_url: str | None = None,
         bodies: dict[str, Body] | None = None,
+        full_slugs: Sequence[str] | None = None,
     ) -> RenderedEmail:
-        """Render one email. Raises ContentError, DisclosureError or EmailTooLarge."""
+        """Render one email. Raises ContentError, DisclosureError or EmailTooLarge.
+
+        The first ``full_articles`` articles go in full, or exactly ``full_slugs`` when
+        given; the others are teasers."""
         settings = self.settings
         if not settings.postal_address.strip():
             raise ConfigError(
@@ -208,13 +212,14 @@ class EmailRenderer:
         if problems:
             raise ContentError(problems)
 
-        full = settings.email_full_articles if full_articles is None else full_articles
+        count = settings.email_full_articles if full_articles is None else full_articles
+        full = set(full_slugs) if full_slugs is not None else {a.slug for a in articles[:count]}
         result = self._render(articles, bodies, catalog, subject, preheader, intro, campaign,
                               scores or {}, full, view_url)  # fmt: skip
         if result.size > settings.email_clip_bytes:
-            if settings.email_oversize == "teaser" and full > 0:
+            if settings.email_oversize == "teaser" and full:
                 result = self._render(articles, bodies, catalog, subject, preheader, intro,
-                                      campaign, scores or {}, 0, view_url)  # fmt: skip
+                                      campaign, scores or {}, set(), view_url)  # fmt: skip
             if result.size > settings.email_clip_bytes:
                 raise EmailTooLarge(result.size, settings.email_clip_bytes)
         return result
@@ -229,7 +234,7 @@ class EmailRenderer:
         intro: str,
         campaign: str | None,
         scores: dict[str, float],
-        full: int,
+        full: set[str],
         view_url: str | None,
     ) -> RenderedEmail:
         settings = self.settings
@@ -240,11 +245,11 @@ class EmailRenderer:
         items: list[_Item] = []
         text_refs_blocks = []
         has_affiliate = False
-        for index, article in enumerate(articles):
+        for article in articles:
             body = bodies[article.slug]
             has_affiliate = has_affiliate or bool(disclosure_for(settings, article, body))
             url = with_utm(article_url(settings, article.slug), settings, campaign)
-            item = _Item(article, full=index < full, url=url)
+            item = _Item(article, full=article.slug in full, url=url)
             if item.full:
                 item.parts = tuple(_email_html(p, settings, campaign) for p in body.parts)
                 item.faq = tuple((q, _email_html(a, settings, campaign)) for q, a in body.faq)

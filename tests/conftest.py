@@ -3,6 +3,7 @@ ignore the developer's own letterpress.toml, and a copy of the content store."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -88,16 +89,20 @@ POSTGRES_URL = os.environ.get(
 )
 
 
+@functools.cache
 def _postgres_reachable() -> bool:
     import sqlalchemy as sa
 
     from pipeline import db
 
+    probe = sa.create_engine(db.normalise_url(POSTGRES_URL), poolclass=sa.pool.NullPool)
     try:
-        with sa.create_engine(db.normalise_url(POSTGRES_URL)).connect():
+        with probe.connect():
             return True
     except Exception:
         return False
+    finally:
+        probe.dispose()
 
 
 def _reset_postgres() -> None:

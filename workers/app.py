@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Queue  # type: ignore[attr-defined]
 
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 
 
+def queues(settings: Settings) -> tuple[str, str]:
+    """(work queue, control queue): beat's ticks never wait behind a million batches."""
+    return f"{settings.redis_prefix}.default", f"{settings.redis_prefix}.control"
+
+
 def create_app(settings: Settings) -> Celery:
     if not settings.redis_url:
         raise ConfigError("REDIS_URL is not set: the workers need Redis as their broker")
+    work, control = queues(settings)
     app = Celery("letterpress", broker=settings.redis_url, backend=settings.redis_url)
     app.conf.update(
         task_serializer="json",
@@ -21,11 +28,31 @@ def create_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_connection_max_retries=None,
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
         result_expires=3600,
-        task_default_queue=f"{settings.redis_prefix}.default",
+        task_default_queue=work,
+        task_queues=(Queue(work), Queue(control)),  # type: ignore[no-untyped-call]
+        task_routes={
+            "letterpress.issues.due": {"queue": control},
+            "letterpress.delivery.sweep": {"queue": control},
+        },
+        beat_schedule={
+            "due-issues": {
+                "task": "letterpress.issues.due",
+                "schedule": settings.beat_seconds,
+                "options": {"expires": settings.beat_seconds * 4},
+            },
+            "sweep": {
+                "task": "letterpress.delivery.sweep",
+                "schedule": settings.sweep_seconds,
+                "options": {"expires": settings.sweep_seconds * 4},
+            },
+        },
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
     from . import tasks
 
-    tasks.register(app)
+    tasks.register(app, settings)
     return app

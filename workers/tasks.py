@@ -1,4 +1,8 @@
-"""Tasks: JSON in, one ``pipeline`` call, JSON out. Nothing else lives here."""
+"""Tasks: JSON in, one ``pipeline`` call, JSON out. Nothing else lives here.
+
+Each worker process builds one ``pipeline.runtime.Runtime`` on its first task (after
+the fork, so no database connection or socket is shared between processes).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,22 @@ from typing import Any
 from celery import Celery
 
 from pipeline import site
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings
+
+from .dispatch import CeleryDispatcher, queue_empty
 
 
-def register(app: Celery) -> None:
+def register(app: Celery, settings: Settings) -> None:
+    runtime: dict[str, Runtime] = {}
+
+    def rt() -> Runtime:
+        if "rt" not in runtime:
+            runtime["rt"] = Runtime(settings)
+        return runtime["rt"]
+
+    dispatcher = CeleryDispatcher(app)
+
     @app.task(name="letterpress.site.analyse", shared=False)  # type: ignore[untyped-decorator]
     def analyse(unit: dict[str, Any]) -> dict[str, Any]:
         return site.analyse(unit)
@@ -17,3 +34,17 @@ def register(app: Celery) -> None:
     @app.task(name="letterpress.site.render_articles", shared=False)  # type: ignore[untyped-decorator]
     def render_articles(unit: dict[str, Any]) -> dict[str, Any]:
         return site.render_articles(unit)
+
+    @app.task(name="letterpress.delivery.send_batch", shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def send_batch(batch_id: int) -> dict[str, Any]:
+        outcome = rt().sender.send_batch(int(batch_id))
+        return {"batch": outcome.batch_id, "status": outcome.status, "sent": outcome.sent}
+
+    @app.task(name="letterpress.issues.due", shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def due() -> list[int]:
+        return rt().start_due(dispatcher)
+
+    @app.task(name="letterpress.delivery.sweep", shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def sweep() -> dict[str, list[int]]:
+        found = rt().sweep(dispatcher, queue_empty=queue_empty(app, settings))
+        return {"requeued": found.requeue, "ambiguous": found.ambiguous}

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-20 23:50:46.252239
+Create Date: 2026-11-20 23:53:07.140471
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ def upgrade() -> None:
         sa.Column("prepared_at", pipeline.db.UTCDateTime(), nullable=True),
         sa.Column("finished_at", pipeline.db.UTCDateTime(), nullable=True),
         sa.Column("recipients", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("sent", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("failed", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("skipped", sa.Integer(), server_default="0", nullable=False),
         sa.CheckConstraint(
             "status IN ('draft', 'scheduled', 'sending', 'sent', 'paused', 'cancelled', 'failed')",
             name=op.f("ck_issues_status"),
@@ -66,6 +69,7 @@ def upgrade() -> None:
         sa.Column("created_at", pipeline.db.UTCDateTime(), nullable=False),
         sa.Column("confirmed_at", pipeline.db.UTCDateTime(), nullable=True),
         sa.Column("updated_at", pipeline.db.UTCDateTime(), nullable=False),
+        sa.Column("status_changed_at", pipeline.db.UTCDateTime(), nullable=True),
         sa.CheckConstraint(
             "status IN ('pending', 'active', 'unsubscribed', 'bounced', 'complained')",
             name=op.f("ck_subscribers_status"),
