@@ -27,6 +27,6 @@ RUN mkdir -p /app/site && chown letterpress:letterpress /app/site
 
 USER letterpress
 
-# No HEALTHCHECK: the only meaningful one is a Celery ping round trip through the broker
-# (`celery inspect ping`), which needs the Celery app module; add it once that exists.
+# No HEALTHCHECK: this one image runs the migration, the worker and beat, which need different
+# checks (or none), so docker-compose.yml gives each service its own.
 CMD ["letterpress", "worker"]

@@ -23,3 +23,7 @@ class Keys:
     @property
     def hot_landmark(self) -> str:
         return self._key("hot:landmark")
+
+    def rate(self, account: str) -> str:
+        """The send-rate token bucket of one provider account, shared by every worker."""
+        return self._key("rate:{0}", account)
