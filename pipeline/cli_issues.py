@@ -415,34 +415,46 @@ def metrics_command(ctx: Context, port: int, host: str) -> None:
     run_or_exit(run)
 
 
-@click.command("beat")
+@click.command("beat", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--once", is_flag=True, help="One tick, then exit (for cron).")
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
-def beat_command(ctx: Context, celery_args: tuple[str, ...]) -> None:
+def beat_command(ctx: Context, once: bool, celery_args: tuple[str, ...]) -> None:
     """Start due issues and sweep stalled batches, every few seconds.
 
-    With REDIS_URL this is Celery beat (run exactly one; a second is harmless, as the
-    claims are atomic). Without it, this process also sends, inline."""
+    With REDIS_URL this is Celery beat, and the workers do the work (run one beat; a
+    second is harmless, as claims are atomic). Without it, this process sends, inline."""
 
     def run() -> None:
         settings = ctx.settings()
         if settings.redis_url:
-            import tempfile
-
             from workers.app import create_app
 
             app = create_app(settings)
+            if once:
+                app.send_task("letterpress.issues.due")
+                app.send_task("letterpress.delivery.sweep")
+                click.echo("asked the workers to start due issues and sweep")
+                return
+            import tempfile
+
             schedule = Path(tempfile.gettempdir()) / f"letterpress-beat-{settings.redis_prefix}"
             app.start(["beat", "--schedule", str(schedule), *celery_args])
             return
         rt = Runtime(settings)
         dispatcher = dispatcher_for(rt)
-        click.echo(f"sending inline every {settings.beat_seconds:g} s (no REDIS_URL); Ctrl-C stops")
+        if not once:
+            click.echo(f"sending inline every {settings.beat_seconds:g} s (no REDIS_URL)")
         while True:
-            started = rt.start_due(dispatcher)
-            for issue_id in started:
-                click.echo(f"issue {issue_id} sent or started")
+            for issue_id in rt.start_due(dispatcher):
+                issue = issues.get(rt.engine, issue_id)
+                click.echo(
+                    f"issue {issue_id} {issue.status}: {issue.progress.sent:,} sent,"
+                    f" {issue.progress.failed:,} failed"
+                )
             rt.sweep(dispatcher, queue_empty=True)
+            if once:
+                return
             time.sleep(settings.beat_seconds)
 
     run_or_exit(run)

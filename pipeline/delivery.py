@@ -186,8 +186,8 @@ def _html_merge_fields(html: str) -> str:
 def _ranges(conn: Connection, where: Any, size: int) -> Iterator[tuple[int, int, int]]:
     """(first id, last id, count) of consecutive runs of ``size`` audience members."""
     s = db.subscribers.c
-    result = conn.execution_options(yield_per=20_000).execute(
-        sa.select(s.id).where(where).order_by(s.id)
+    result = conn.execute(
+        sa.select(s.id).where(where).order_by(s.id), execution_options={"yield_per": 20_000}
     )
     first = last = None
     count = 0
@@ -559,8 +559,8 @@ class Sender:
             if share > s.error_threshold:
                 reason = (
                     f"paused: {share:.0%} of {tried} deliveries failed (error_threshold is"
-                    f" {s.error_threshold:.0%}); see `letterpress status`, fix the cause, then"
-                    " `letterpress issue resume` and `letterpress issue retry-failed`"
+                    f" {s.error_threshold:.0%}); see `letterpress status`, fix the cause, then run"
+                    f" `letterpress issue retry-failed {issue_id}` (it resumes the send too)"
                 )
                 conn.execute(
                     sa.update(db.issues)

@@ -404,7 +404,9 @@ def claim_due(engine: Engine, late_after: timedelta, at: datetime | None = None)
 
 
 def retry_failed(engine: Engine, issue_id: int, batch_size: int) -> list[int]:
-    """Send again to the recipients whose delivery failed; returns the new batches."""
+    """Send again to the recipients whose delivery failed; a paused issue resumes too.
+
+    Returns the batches to enqueue: the new ones, and a paused issue's pending ones."""
     at = db.now()
     with engine.begin() as conn:
         issue = _load(conn, issue_id)
@@ -421,8 +423,12 @@ def retry_failed(engine: Engine, issue_id: int, batch_size: int) -> list[int]:
                 .order_by(db.deliveries.c.subscriber_id)
             )
         ]
+        waiting = _pending_batches(conn, issue_id) if issue.status == "paused" else []
         if not failed:
-            return []
+            if issue.status == "paused":
+                _transition(conn, issue_id, ("paused",), "resumed", status="sending",
+                            status_reason="")  # fmt: skip
+            return waiting
         seq = int(
             conn.scalar(
                 sa.select(sa.func.coalesce(sa.func.max(db.batches.c.seq), 0)).where(
@@ -470,7 +476,7 @@ def retry_failed(engine: Engine, issue_id: int, batch_size: int) -> list[int]:
             )
         )
         event(conn, issue_id, "info", f"retrying {len(failed)} failed deliveries")
-    return new
+    return waiting + new
 
 
 def events(engine: Engine, issue_id: int | None = None, limit: int = 20) -> list[Any]:

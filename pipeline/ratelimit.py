@@ -9,7 +9,7 @@ again: an idle bucket disappears, and a missing bucket counts as a full one.
 
 ``acquire(n, max_wait)`` blocks until ``n`` tokens are taken, asking again after each
 slice of sleep; more than ``burst`` tokens are taken in parts as the bucket refills.
-``penalise(seconds)`` empties the bucket and stops it refilling until then, for every
+``penalise(seconds)`` lets nobody take tokens (nor the bucket refill) until then, for every
 worker at once: what a provider's 429 with "retry after N seconds" calls for.
 
 ``LocalRateLimiter`` is the same bucket inside one process, for running without Redis.
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # KEYS: the bucket. ARGV: rate (tokens/s), burst, operation, amount.
 #   take    take `amount` (<= burst) tokens if they are all there and no hold is on
 #   refund  give back `amount` tokens that were taken but not used
-#   hold    empty the bucket and let it refill only after `amount` seconds
+#   hold    no taking and no refill until `amount` seconds from now
 # `ts` is when `tokens` was counted; while a hold is on, it is the hold's end.
 # Returns {1, '0'} when done, or {0, seconds} when `take` has to wait that long.
 # Numbers are stored and returned as text: a Lua number in a reply becomes an integer.
@@ -64,7 +64,6 @@ if op == 'take' then
 elseif op == 'refund' then
   tokens = math.min(tokens + amount, burst)
 elseif op == 'hold' then
-  tokens = 0
   ts = math.max(ts, now + amount)
 else
   return redis.error_reply('unknown bucket operation: ' .. op)
@@ -239,5 +238,4 @@ class LocalRateLimiter(_TokenBucket):
     def _hold(self, seconds: float) -> None:
         with self._lock:
             now = self._refill()
-            self._tokens = 0.0
             self._ts = max(self._ts, now + seconds)

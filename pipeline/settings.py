@@ -256,6 +256,14 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"{path}: config file not found") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    secrets = sorted(SECRETS & values.keys())
+    if secrets:
+        raise ConfigError(
+            f"{config or 'letterpress.toml'}: {', '.join(secrets)} must not be in the settings"
+            " file: secrets belong in the environment ("
+            + ", ".join(_secret_variable(name) for name in secrets)
+            + ")"
+        )
     token = _FILE_VALUES.set(values)
     try:
         return Settings(**overrides)
@@ -263,6 +271,13 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(_describe(exc, config)) from None
     finally:
         _FILE_VALUES.reset(token)
+
+
+SECRETS = {"secret_key", "mailgun_api_key", "sendgrid_api_key", "postmark_server_token"}
+
+
+def _secret_variable(name: str) -> str:
+    return "LETTERPRESS_SECRET_KEY" if name == "secret_key" else name.upper()
 
 
 def _describe(exc: ValidationError, config: Path | None) -> str:
