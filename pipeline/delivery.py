@@ -266,11 +266,10 @@ class Sender:
         except Ambiguous as exc:
             return self._ambiguous(claim, exc)
         except Rejected as exc:
-            return self._give_up(claim, f"the provider refused the batch: {exc}", pause=True)
+            return self._give_up(claim, f"the provider refused the batch: {exc}", True, exc.partial)
         except ProviderError as exc:
-            return self._give_up(
-                claim, f"gave up after {self.settings.retry_attempts} attempts: {exc}", pause=False
-            )
+            reason = f"gave up after {self.settings.retry_attempts} attempts: {exc}"
+            return self._give_up(claim, reason, False, exc.partial)
         ids = set(result.accepted.values())
         return self._settle(claim, result, provider_id=ids.pop() if len(ids) == 1 else "")
 
@@ -424,38 +423,51 @@ class Sender:
 
         Throttling waits as long as the provider asks (within the retry budget); 5xx and
         refused connections count against ``retry_attempts``. Everything stays well
-        inside the lease, which is renewed before each wait."""
+        inside the lease, which is renewed before each wait. When a provider answered
+        for some recipients before failing (SMTP), only the others are tried again, and
+        an error raised from here carries everything answered so far in ``partial``."""
         s = self.settings
         budget = s.retry_attempts * s.retry_max_seconds
         deadline = time.monotonic() + budget
         failures = 0
+        done = BatchResult()
         while True:
             try:
                 self.limiter.acquire(len(recipients), max_wait=max(deadline - time.monotonic(), 1))
             except Exception as exc:  # Redis down or no tokens in time: nothing was sent
+                if done.accepted or done.rejected:
+                    raise Transient("the rate limiter is unavailable", partial=done) from exc
                 raise _LimiterFailed("the rate limiter is unavailable") from exc
             try:
-                return self.provider.send(message, recipients, claim.key)
-            except Throttled as exc:
-                wait = exc.retry_after if exc.retry_after is not None else self._backoff(failures)
-                wait = min(max(wait, 0.0), s.retry_max_seconds)
-                self.limiter.penalise(wait)
-                error: ProviderError = exc
-            except Transient as exc:
-                failures += 1
-                if failures >= s.retry_attempts:
+                result = self.provider.send(message, recipients, claim.key)
+                done.accepted.update(result.accepted)
+                done.rejected.update(result.rejected)
+                return done
+            except ProviderError as exc:
+                if exc.partial is not None:
+                    done.accepted.update(exc.partial.accepted)
+                    done.rejected.update(exc.partial.rejected)
+                    answered = done.accepted.keys() | done.rejected.keys()
+                    recipients = [r for r in recipients if r.subscriber_id not in answered]
+                exc.partial = done
+                if isinstance(exc, Throttled):
+                    wait = exc.retry_after if exc.retry_after is not None else self._backoff(0)
+                    wait = min(max(wait, 0.0), s.retry_max_seconds)
+                    self.limiter.penalise(wait)
+                elif isinstance(exc, Transient) or (
+                    isinstance(exc, Ambiguous) and self.provider.idempotent
+                ):  # an idempotent provider drops the repeat: the same key is safe
+                    failures += 1
+                    if failures >= s.retry_attempts:
+                        raise
+                    wait = self._backoff(failures)
+                else:
                     raise
-                wait, error = self._backoff(failures), exc
-            except Ambiguous as exc:
-                if not self.provider.idempotent:
+                if not recipients:
+                    return done
+                if time.monotonic() + wait > deadline:
                     raise
-                failures += 1  # same key again: the provider drops a duplicate
-                if failures >= s.retry_attempts:
-                    raise
-                wait, error = self._backoff(failures), exc
-            if time.monotonic() + wait > deadline:
-                raise error
-            log.info("batch %s: %s; retrying in %.2f s", claim.batch_id, error, wait)
+                log.info("batch %s: %s; retrying in %.2f s", claim.batch_id, exc, wait)
             self._renew(claim)
             self.sleep(wait)
 
@@ -575,7 +587,7 @@ class Sender:
         partial = getattr(exc, "partial", None)
         at = db.now()
         with self.engine.begin() as conn:
-            if partial is not None and partial.accepted:
+            if partial is not None and (partial.accepted or partial.rejected):
                 self._mark_partial(conn, claim, partial, at)
             conn.execute(
                 sa.update(db.batches)
@@ -625,11 +637,15 @@ class Sender:
             )
         return Outcome(claim.batch_id, "released", detail=reason)
 
-    def _give_up(self, claim: _Claim, reason: str, pause: bool) -> Outcome:
-        """Nothing was accepted (the provider said so): the batch's recipients failed."""
+    def _give_up(
+        self, claim: _Claim, reason: str, pause: bool, partial: BatchResult | None
+    ) -> Outcome:
+        """The provider took none of the rest (it said so): those recipients failed."""
         at = db.now()
         d = db.deliveries.c
         with self.engine.begin() as conn:
+            if partial is not None and (partial.accepted or partial.rejected):
+                self._mark_partial(conn, claim, partial, at)
             failed = conn.execute(
                 sa.update(db.deliveries)
                 .where(d.batch_id == claim.batch_id, d.status == "queued")

@@ -110,8 +110,12 @@ def test_a_worker_killed_mid_send_loses_and_doubles_nobody(
     cluster.run("issue", "schedule", str(issue_id), "--at", "now")
     wait_for(lambda: cluster.deliveries(issue_id).get("sent", 0) >= 600, 60, "some batches")
     os.killpg(victim.pid, signal.SIGKILL)  # the worker and its pool, mid-request
-    cluster.procs.pop("victim")
-    wait_for(lambda: _open_batches(cluster, issue_id) == {"ambiguous"}, 90, "the sweep")
+    cluster.procs.pop("victim").wait()
+    try:
+        wait_for(lambda: _open_batches(cluster, issue_id) == {"ambiguous"}, 60, "the sweep")
+    except AssertionError:
+        print(_open_batches(cluster, issue_id), cluster.run("status"), cluster.logs())
+        raise
     status = cluster.run("status")
     assert "ambiguous batch(es)" in status
     assert cluster.issue_status(issue_id) == "sending"  # not sent while unsettled

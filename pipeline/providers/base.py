@@ -56,23 +56,39 @@ class BatchResult:
 
 
 class ProviderError(LetterpressError):
-    """The provider call failed; the subclasses say whether to retry."""
+    """The provider call failed; the subclasses say whether to retry.
+
+    ``partial``: what the provider had already confirmed when a call that sends one
+    message at a time (SMTP) broke off, or None when nothing is known to be accepted."""
+
+    def __init__(self, message: str = "", *, partial: BatchResult | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class Transient(ProviderError):
-    """Nothing was accepted (5xx, refused connection): retrying is safe."""
+    """Nothing was accepted (5xx, refused connection), beyond what ``partial`` lists:
+    retrying the rest is safe."""
 
 
 class Throttled(Transient):
     """Rate-limited (429, Mailgun 420): retry after ``retry_after`` seconds, if known."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        partial: BatchResult | None = None,
+    ) -> None:
+        super().__init__(message, partial=partial)
         self.retry_after = retry_after
 
 
 class Ambiguous(ProviderError):
-    """The request may have been accepted (timeout or connection lost after sending)."""
+    """The request may have been accepted (timeout or connection lost after sending).
+
+    With ``partial`` set, those recipients were confirmed; the doubt is about the others."""
 
 
 class Rejected(ProviderError):

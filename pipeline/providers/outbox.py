@@ -1,0 +1,74 @@
+"""The embedded default provider: every message becomes a file instead of an email.
+
+``{outbox_dir}/issue-{issue}/{subscriber_id}.eml``, written atomically
+(``pipeline.site.atomic_write``: a temporary file in the same folder, then a rename).
+Writing the same recipient again replaces the file, so a retry can never deliver
+twice. The batch key travels in an ``X-Letterpress-Batch`` header, which is how
+``accepted`` answers later.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.utils import parseaddr
+from pathlib import Path
+
+from ..settings import Settings
+from ..site import atomic_write
+from . import mime
+from .base import BatchResult, Message, Recipient, Transient
+
+LIMIT = 100
+BATCH_HEADER = "X-Letterpress-Batch"
+_HEAD_BYTES = 65536  # the headers are well inside the first 64 KiB
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class OutboxProvider:
+    name = "outbox"
+    idempotent = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.root = Path(settings.outbox_dir)
+        self.max_batch = min(LIMIT, settings.batch_size or LIMIT)
+
+    def folder(self, message: Message) -> Path:
+        issue = _UNSAFE.sub("_", message.metadata.get("issue", "")) or "unknown"
+        return self.root / f"issue-{issue}"
+
+    def send(self, message: Message, recipients: Sequence[Recipient], key: str) -> BatchResult:
+        folder = self.folder(message)
+        result = BatchResult()
+        try:
+            for recipient in recipients:
+                email = mime.build(message, recipient, headers={BATCH_HEADER: key})
+                atomic_write(folder / f"{recipient.subscriber_id}.eml", email.as_bytes())
+                result.accepted[recipient.subscriber_id] = str(email["Message-ID"])
+        except OSError as exc:
+            raise Transient(f"outbox: cannot write into {folder}: {exc}", partial=result) from exc
+        return result
+
+    def accepted(self, key: str, since: datetime) -> set[str] | None:
+        """Addresses (in lower case) of the files last written for batch ``key``."""
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        oldest = since.timestamp() - 2  # file times may be coarser than the clock
+        found: set[str] = set()
+        parser = BytesHeaderParser()
+        for path in self.root.glob("issue-*/*.eml"):
+            try:
+                if path.stat().st_mtime < oldest:
+                    continue
+                with path.open("rb") as file:
+                    headers = parser.parsebytes(file.read(_HEAD_BYTES))
+            except OSError:  # replaced or removed meanwhile
+                continue
+            if headers.get(BATCH_HEADER, "").strip() == key:
+                found.add(parseaddr(str(headers.get("To", "")))[1].lower())
+        return found
+
+    def close(self) -> None:
+        pass
