@@ -72,9 +72,9 @@ class Double:
         result: dict[str, int] = self._call("/_double/recipients")
         return result
 
-    def faults(self, *faults: dict[str, Any]) -> None:
+    def faults(self, *faults: dict[str, Any], seed: int | None = None) -> None:
         """Replace the injected faults (none: behave); see ``double.Fault``."""
-        self._call("/_double/faults", {"faults": list(faults)})
+        self._call("/_double/faults", {"faults": list(faults), "seed": seed})
 
     def close(self) -> None:
         self.proc.terminate()
