@@ -338,27 +338,28 @@ class Sender:
     ) -> int:
         """Write the batch's recipients to the log, once: ``queued`` for those still
         active, ``skipped`` for those who left after the send started (their number)."""
-        s = db.subscribers.c
+        s, d = db.subscribers.c, db.deliveries.c
         where = sa.and_(
             s.id >= batch.first_id,
             s.id <= batch.last_id,
             audience_filter(batch.issue_id, issue.audience, issue.started_at),
         )
-        rows = []
-        for sid, status in conn.execute(sa.select(s.id, s.status).where(where)):
-            rows.append(
-                {
-                    "issue_id": batch.issue_id,
-                    "subscriber_id": sid,
-                    "batch_id": batch_id,
-                    "status": "queued" if status == "active" else "skipped",
-                    "reason": None if status == "active" else status,
-                    "updated_at": at,
-                }
-            )
-        if rows:
-            conn.execute(_insert_ignore(conn, db.deliveries), rows)
-        return sum(1 for r in rows if r["status"] == "skipped")
+        active = s.status == "active"
+        rows = sa.select(
+            sa.literal(batch.issue_id, db.ID),
+            s.id,
+            sa.literal(batch_id, db.ID),
+            sa.case((active, "queued"), else_="skipped"),
+            sa.case((active, None), else_=s.status),
+            sa.literal(at, db.UTCDateTime()),
+        ).where(where)
+        columns = ["issue_id", "subscriber_id", "batch_id", "status", "reason", "updated_at"]
+        # One statement, run inside the database: no row passes through Python.
+        conn.execute(_insert_ignore(conn, db.deliveries).from_select(columns, rows))
+        skipped = conn.scalar(
+            sa.select(sa.func.count()).where(d.batch_id == batch_id, d.status == "skipped")
+        )
+        return int(skipped or 0)
 
     def _skip_departed(self, conn: Connection, batch_id: int, at: datetime) -> int:
         """Queued recipients who unsubscribed, bounced or complained since: skipped."""

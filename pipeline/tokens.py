@@ -32,12 +32,14 @@ class Signer:
                 " in the environment (for example: python -c 'import secrets;"
                 " print(secrets.token_urlsafe(32))')"
             )
-        self._key = secret.encode("utf-8")
+        self._hmac = hmac.new(secret.encode("utf-8"), digestmod="sha256")
 
     def _mac(self, purpose: str, subscriber_id: int, issue_id: int) -> str:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown token purpose {purpose!r}")
-        digest = hmac.digest(self._key, f"{purpose}|{subscriber_id}|{issue_id}".encode(), "sha256")
+        mac = self._hmac.copy()  # the keyed state is computed once, not per token
+        mac.update(f"{purpose}|{subscriber_id}|{issue_id}".encode())
+        digest = mac.digest()
         return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
 
     def sign(self, purpose: str, subscriber_id: int, issue_id: int = 0) -> str:
