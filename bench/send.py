@@ -75,10 +75,9 @@ class Sampler(threading.Thread):
 
 def fresh_database(kind: str, work: Path) -> str:
     if kind == "sqlite":
-        path = work / "bench.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
-        url = f"sqlite:///{path}"
+        for old in work.glob("send-*.db*"):
+            old.unlink()
+        url = f"sqlite:///{work / f'send-{time.time_ns()}.db'}"
     else:
         url = POSTGRES
         with db.engine(url).begin() as conn:

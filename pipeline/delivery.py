@@ -69,17 +69,30 @@ class Limiter(Protocol):
 # -- 1. prepare ------------------------------------------------------------------------
 
 
-def audience_filter(issue_id: int, audience: Sequence[str], started_at: datetime) -> Any:
+def audience_filter(
+    conn: Connection,
+    audience: Sequence[str],
+    started_at: datetime,
+    first: int | None = None,
+    last: int | None = None,
+) -> Any:
     """Who an issue is for: members of its lists (everyone if none) confirmed before it
-    started. Their status now decides between sending and skipping."""
-    s = db.subscribers.c
+    started, optionally within an id range. Their status now decides between sending
+    and skipping.
+
+    The range is repeated on the memberships, so each batch reads one slice of the
+    (list, subscriber) key, whatever the planner knows of the table's size."""
+    s, m = db.subscribers.c, db.memberships.c
     conditions = [s.confirmed_at.is_not(None), s.confirmed_at <= started_at]
+    if first is not None and last is not None:
+        conditions += [s.id >= first, s.id <= last]
     if audience:
-        member = (
-            sa.select(1)
-            .select_from(db.memberships.join(db.lists, db.lists.c.id == db.memberships.c.list_id))
-            .where(db.memberships.c.subscriber_id == s.id, db.lists.c.name.in_(list(audience)))
+        list_ids = list(
+            conn.scalars(sa.select(db.lists.c.id).where(db.lists.c.name.in_(list(audience))))
         )
+        member = sa.select(1).where(m.subscriber_id == s.id, m.list_id.in_(list_ids))
+        if first is not None and last is not None:
+            member = member.where(m.subscriber_id >= first, m.subscriber_id <= last)
         conditions.append(sa.exists(member))
     return sa.and_(*conditions)
 
@@ -135,8 +148,8 @@ def prepare(
         raise
     started = issue.started_at
     at = db.now()
-    where = audience_filter(issue_id, issue.audience, started)
     with engine.begin() as conn:
+        where = audience_filter(conn, issue.audience, started)
         if conn.scalar(sa.select(db.issues.c.prepared_at).where(db.issues.c.id == issue_id)):
             return issues._pending_batches(conn, issue_id)  # prepared meanwhile
         conn.execute(
@@ -339,10 +352,8 @@ class Sender:
         """Write the batch's recipients to the log, once: ``queued`` for those still
         active, ``skipped`` for those who left after the send started (their number)."""
         s, d = db.subscribers.c, db.deliveries.c
-        where = sa.and_(
-            s.id >= batch.first_id,
-            s.id <= batch.last_id,
-            audience_filter(batch.issue_id, issue.audience, issue.started_at),
+        where = audience_filter(
+            conn, issue.audience, issue.started_at, batch.first_id, batch.last_id
         )
         active = s.status == "active"
         rows = sa.select(
