@@ -34,7 +34,9 @@ from pipeline import db  # noqa: E402
 from tests.cluster import SENDGRID_KEY, Cluster, Double, seed_subscribers  # noqa: E402
 
 SEEDS = "vitamin-k2-for-directing-calcium-to-bones,the-role-of-vitamin-k2-in-calcium-distribution"
-POSTGRES = os.environ.get("LETTERPRESS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES = os.environ.get(
+    "LETTERPRESS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/letterpress_send_bench"
+)
 REDIS = os.environ.get("LETTERPRESS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 
 
@@ -80,6 +82,18 @@ def fresh_database(kind: str, work: Path) -> str:
         url = f"sqlite:///{work / f'send-{time.time_ns()}.db'}"
     else:
         url = POSTGRES
+        server = sa.create_engine(
+            db.normalise_url(url.rsplit("/", 1)[0] + "/postgres"),
+            isolation_level="AUTOCOMMIT",
+            poolclass=sa.pool.NullPool,
+        )
+        name = url.rsplit("/", 1)[1]
+        with server.connect() as conn:  # a database of its own: the tests reset theirs
+            if not conn.scalar(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ):
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        server.dispose()
         with db.engine(url).begin() as conn:
             conn.exec_driver_sql("DROP SCHEMA public CASCADE")
             conn.exec_driver_sql("CREATE SCHEMA public")
@@ -92,22 +106,31 @@ def baseline(double: Double, count: int, batch: int = 1000) -> float:
     session = requests.Session()
     body_for = []
     for start in range(0, count, batch):
-        body_for.append({
-            "from": {"email": "newsletter@example.org"},
-            "subject": "Baseline",
-            "content": [{"type": "text/plain", "value": "x" * 2000},
-                        {"type": "text/html", "value": "<p>" + "x" * 20000 + "</p>"}],
-            "personalizations": [
-                {"to": [{"email": f"base{i}@example.net"}],
-                 "headers": {"List-Unsubscribe": f"<https://e.org/u/{i}>"}}
-                for i in range(start, min(start + batch, count))
-            ],
-        })
+        body_for.append(
+            {
+                "from": {"email": "newsletter@example.org"},
+                "subject": "Baseline",
+                "content": [
+                    {"type": "text/plain", "value": "x" * 2000},
+                    {"type": "text/html", "value": "<p>" + "x" * 20000 + "</p>"},
+                ],
+                "personalizations": [
+                    {
+                        "to": [{"email": f"base{i}@example.net"}],
+                        "headers": {"List-Unsubscribe": f"<https://e.org/u/{i}>"},
+                    }
+                    for i in range(start, min(start + batch, count))
+                ],
+            }
+        )
     started = time.perf_counter()
     for body in body_for:
-        answer = session.post(double.url + "/v3/mail/send", data=json.dumps(body),
-                              headers={"Authorization": f"Bearer {SENDGRID_KEY}",
-                                       "Content-Type": "application/json"}, timeout=60)
+        answer = session.post(
+            double.url + "/v3/mail/send",
+            data=json.dumps(body),
+            headers={"Authorization": f"Bearer {SENDGRID_KEY}", "Content-Type": "application/json"},
+            timeout=60,
+        )
         answer.raise_for_status()
     return time.perf_counter() - started
 
@@ -121,14 +144,26 @@ def run(kind: str, count: int, work: Path, concurrency: int) -> dict[str, object
     client.flushdb()
     run_dir = Path(tempfile.mkdtemp(prefix=f"send-{kind}-{count}-", dir=work))
     double = Double(run_dir / "double.log")
-    cluster = Cluster(run_dir, url, REDIS, double, batch_size=1000, beat_seconds=1.0,
-                      sweep_seconds=30.0, lease_seconds=600, retry_max_seconds=5.0)
+    cluster = Cluster(
+        run_dir,
+        url,
+        REDIS,
+        double,
+        batch_size=1000,
+        beat_seconds=1.0,
+        sweep_seconds=30.0,
+        lease_seconds=600,
+        retry_max_seconds=5.0,
+    )
     try:
         cluster.worker("w1", concurrency=concurrency)
         cluster.beat()
         time.sleep(4)  # workers up
-        issue_id = int(cluster.run("issue", "create", "--subject", "Bench", "--articles", SEEDS,
-                                   "--audience", "main").strip())
+        issue_id = int(
+            cluster.run(
+                "issue", "create", "--subject", "Bench", "--articles", SEEDS, "--audience", "main"
+            ).strip()
+        )
         pids = [p.pid for p in cluster.procs.values()] + [double.proc.pid]
         sampler = Sampler(pids)
         sampler.start()
@@ -172,16 +207,21 @@ def main() -> None:
     args = parser.parse_args()
     work = ROOT / "bench" / ".work"
     work.mkdir(parents=True, exist_ok=True)
-    print(f"{'database':10} {'subscribers':>11} {'seconds':>8} {'per s':>8} {'base/s':>8} "
-          f"{'peak MB':>8} {'dups':>5}")
+    print(
+        f"{'database':10} {'subscribers':>11} {'seconds':>8} {'per s':>8} {'base/s':>8} "
+        f"{'peak MB':>8} {'dups':>5}"
+    )
     for kind in args.databases.split(","):
         for count in (int(c) for c in args.sizes.split(",")):
             results = [run(kind, count, work, args.concurrency) for _ in range(args.rounds)]
             seconds = statistics.median(r["seconds"] for r in results)  # type: ignore[misc]
             r = results[0]
-            print(f"{kind:10} {count:>11,} {seconds:>8.2f} {count / seconds:>8,.0f} "
-                  f"{r['baseline_per_second']:>8,} {max(x['peak_rss_mb'] for x in results):>8} "  # type: ignore[type-var]
-                  f"{r['double_duplicates']:>5}", flush=True)
+            print(
+                f"{kind:10} {count:>11,} {seconds:>8.2f} {count / seconds:>8,.0f} "
+                f"{r['baseline_per_second']:>8,} {max(x['peak_rss_mb'] for x in results):>8} "  # type: ignore[type-var]
+                f"{r['double_duplicates']:>5}",
+                flush=True,
+            )
             print("   ", json.dumps(results), flush=True)
 
 

@@ -43,9 +43,19 @@ class Double:
     """The provider double in a process of its own."""
 
     def __init__(self, log: Path, keep_messages: bool = False) -> None:
-        args = [sys.executable, "-m", "pipeline.providers.double", "--port", "0",
-                "--sendgrid-key", SENDGRID_KEY, "--mailgun-key", MAILGUN_KEY,
-                "--postmark-token", POSTMARK_TOKEN]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "pipeline.providers.double",
+            "--port",
+            "0",
+            "--sendgrid-key",
+            SENDGRID_KEY,
+            "--mailgun-key",
+            MAILGUN_KEY,
+            "--postmark-token",
+            POSTMARK_TOKEN,
+        ]
         if keep_messages:
             args.append("--keep-messages")
         self.log = log.open("w")
@@ -59,8 +69,12 @@ class Double:
 
     def _call(self, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method="POST" if data else "GET",
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method="POST" if data else "GET",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read() or b"null")
 
@@ -91,8 +105,15 @@ class Double:
 class Cluster:
     """Settings written to one TOML file that every process reads, plus processes."""
 
-    def __init__(self, tmp: Path, database_url: str, redis_url: str, double: Double,
-                 provider: str = "sendgrid", **settings: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tmp: Path,
+        database_url: str,
+        redis_url: str,
+        double: Double,
+        provider: str = "sendgrid",
+        **settings: Any,
+    ) -> None:
         self.tmp = tmp
         self.double = double
         prefix = f"lp{os.getpid()}x{time.monotonic_ns() % 10**9}"
@@ -121,30 +142,57 @@ class Cluster:
         values.update(settings)
         self.config = tmp / "cluster.toml"
         self.config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
-        secrets = {"LETTERPRESS_SECRET_KEY": SECRET, "SENDGRID_API_KEY": SENDGRID_KEY,
-                   "MAILGUN_API_KEY": MAILGUN_KEY, "POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN}
-        self.env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                    "LETTERPRESS_CONFIG": str(self.config), **secrets}  # fmt: skip
+        secrets = {
+            "LETTERPRESS_SECRET_KEY": SECRET,
+            "SENDGRID_API_KEY": SENDGRID_KEY,
+            "MAILGUN_API_KEY": MAILGUN_KEY,
+            "POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN,
+        }
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "LETTERPRESS_CONFIG": str(self.config),
+            **secrets,
+        }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.settings: Settings = load_settings(
-            self.config, database_url=database_url, redis_url=redis_url, secret_key=SECRET,
-            sendgrid_api_key=SENDGRID_KEY, mailgun_api_key=MAILGUN_KEY,
+            self.config,
+            database_url=database_url,
+            redis_url=redis_url,
+            secret_key=SECRET,
+            sendgrid_api_key=SENDGRID_KEY,
+            mailgun_api_key=MAILGUN_KEY,
             postmark_server_token=POSTMARK_TOKEN,
         )
         self.engine = db.engine(database_url)
 
     def start(self, name: str, *args: str, new_session: bool = False) -> subprocess.Popen[bytes]:
         with (self.tmp / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=self.env,
-                                    stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp,
-                                    start_new_session=new_session)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp,
+                start_new_session=new_session,
+            )
         self.procs[name] = proc
         return proc
 
     def worker(self, name: str = "w1", concurrency: int = 2) -> subprocess.Popen[bytes]:
-        return self.start(name, "worker", "--concurrency", str(concurrency), "--loglevel",
-                          "WARNING", "--hostname", f"{name}@%h", "--without-gossip",
-                          "--without-mingle")  # fmt: skip
+        return self.start(
+            name,
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "WARNING",
+            "--hostname",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        )
 
     def beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
         return self.start(name, "beat", "--loglevel", "WARNING")
@@ -166,8 +214,14 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.tmp.glob("*.log"))
 
     def run(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "pipeline", *args], env=self.env,
-                              capture_output=True, text=True, cwd=self.tmp, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            cwd=self.tmp,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
@@ -195,16 +249,29 @@ def seed_subscribers(url: str, count: int, list_name: str = "main", chunk: int =
         list_id = conn.execute(
             sa.insert(db.lists).values(name=list_name, created_at=at).returning(db.lists.c.id)
         ).scalar_one()
-        first = int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(db.subscribers.c.id), 0))) or 0)
+        first = int(
+            conn.scalar(sa.select(sa.func.coalesce(sa.func.max(db.subscribers.c.id), 0))) or 0
+        )
     for start in range(0, count, chunk):
         ids = range(first + start + 1, first + min(start + chunk, count) + 1)
         with engine.begin() as conn:
             conn.execute(
                 sa.insert(db.subscribers),
-                [{"id": i, "email": f"reader{i}@example.com", "name": f"Reader {i}",
-                  "status": "active", "time_zone": "UTC", "attributes": {}, "created_at": at,
-                  "confirmed_at": at, "updated_at": at} for i in ids],
-            )  # fmt: skip
+                [
+                    {
+                        "id": i,
+                        "email": f"reader{i}@example.com",
+                        "name": f"Reader {i}",
+                        "status": "active",
+                        "time_zone": "UTC",
+                        "attributes": {},
+                        "created_at": at,
+                        "confirmed_at": at,
+                        "updated_at": at,
+                    }
+                    for i in ids
+                ],
+            )
             conn.execute(
                 sa.insert(db.memberships),
                 [{"list_id": list_id, "subscriber_id": i, "created_at": at} for i in ids],

@@ -54,8 +54,16 @@ def clusters() -> Iterator[list[Cluster]]:
 
 
 def create_issue(cluster: Cluster, audience: str = "main") -> int:
-    out = cluster.run("issue", "create", "--subject", "Vitamin K2", "--articles",
-                      f"{SEEDS[0]},{SEEDS[1]}", "--audience", audience)  # fmt: skip
+    out = cluster.run(
+        "issue",
+        "create",
+        "--subject",
+        "Vitamin K2",
+        "--articles",
+        f"{SEEDS[0]},{SEEDS[1]}",
+        "--audience",
+        audience,
+    )
     return int(out.strip())
 
 
@@ -98,12 +106,29 @@ def test_a_worker_killed_mid_send_loses_and_doubles_nobody(
     sqlite_url: str, broker: str, double: Double, tmp_path: Path, clusters: list[Cluster]
 ) -> None:
     seed_subscribers(sqlite_url, 3000)
-    cluster = make(tmp_path, sqlite_url, broker, double, provider="mailgun", batch_size=100,
-                   lease_seconds=4, retry_attempts=4)  # fmt: skip
+    cluster = make(
+        tmp_path,
+        sqlite_url,
+        broker,
+        double,
+        provider="mailgun",
+        batch_size=100,
+        lease_seconds=4,
+        retry_attempts=4,
+    )
     clusters.append(cluster)
     double.faults({"kind": "slow", "delay": 0.3})
-    victim = cluster.start("victim", "worker", "--concurrency", "1", "--hostname", "victim@%h",
-                           "--loglevel", "WARNING", new_session=True)  # fmt: skip
+    victim = cluster.start(
+        "victim",
+        "worker",
+        "--concurrency",
+        "1",
+        "--hostname",
+        "victim@%h",
+        "--loglevel",
+        "WARNING",
+        new_session=True,
+    )
     cluster.worker("w2", concurrency=1)
     cluster.beat()
     issue_id = create_issue(cluster)
@@ -145,9 +170,23 @@ def _free_port() -> int:
 
 def _redis_server(port: int, tmp: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port)
     wait_for(lambda: _ping(client), 10, "redis-server")
     client.close()
@@ -168,8 +207,7 @@ def test_redis_restarted_mid_send_loses_and_doubles_nobody(
     server = _redis_server(port, tmp_path)
     try:
         seed_subscribers(sqlite_url, 3000)
-        cluster = make(tmp_path, sqlite_url, f"redis://127.0.0.1:{port}/0", double,
-                       batch_size=100)  # fmt: skip
+        cluster = make(tmp_path, sqlite_url, f"redis://127.0.0.1:{port}/0", double, batch_size=100)
         clusters.append(cluster)
         double.faults({"kind": "slow", "delay": 0.1})
         cluster.worker("w1", concurrency=2)
@@ -199,8 +237,11 @@ def test_a_storm_of_429_and_500_answers(
     cluster = make(tmp_path, sqlite_url, broker, double, batch_size=50)
     clusters.append(cluster)
     # about 30% of calls: 15% throttled (with each provider's hint), 15% of the rest 500
-    double.faults({"kind": "throttle", "rate": 0.15, "retry_after": 0.2},
-                  {"kind": "error", "rate": 0.18, "status": 500}, seed=5)  # fmt: skip
+    double.faults(
+        {"kind": "throttle", "rate": 0.15, "retry_after": 0.2},
+        {"kind": "error", "rate": 0.18, "status": 500},
+        seed=5,
+    )
     cluster.worker("w1", concurrency=2)
     cluster.beat()
     issue_id = create_issue(cluster)
@@ -222,8 +263,15 @@ def test_two_beats_start_a_scheduled_issue_once_and_on_time(
     cluster.beat("beat2")
     issue_id = create_issue(cluster)
     at = time.time() + 4
-    cluster.run("issue", "schedule", str(issue_id), "--at",
-                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)), "--tz", "UTC")  # fmt: skip
+    cluster.run(
+        "issue",
+        "schedule",
+        str(issue_id),
+        "--at",
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)),
+        "--tz",
+        "UTC",
+    )
     time.sleep(max(at - time.time() - 1.5, 0))
     assert cluster.issue_status(issue_id) == "scheduled"
     assert double.stats()["accepted"] == 0

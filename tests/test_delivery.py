@@ -38,16 +38,26 @@ def runtime_for(
 
     def make(url: str, **overrides: Any) -> Runtime:
         values: dict[str, Any] = {
-            "database_url": url, "content_dir": CONTENT, "secret_key": SECRET,
+            "database_url": url,
+            "content_dir": CONTENT,
+            "secret_key": SECRET,
             "sender_email": "newsletter@news.example.org",
-            "provider": "sendgrid", "sendgrid_base_url": double.url,
-            "sendgrid_api_key": double.sendgrid_key, "mailgun_base_url": double.url,
-            "mailgun_api_key": double.mailgun_key, "mailgun_domain": "mg.example.org",
-            "postmark_base_url": double.url, "postmark_server_token": double.postmark_token,
-            "outbox_dir": tmp_path / "outbox", "batch_size": 50,
-            "retry_base_seconds": 0.01, "retry_max_seconds": 0.05, "retry_attempts": 8,
-            "lease_seconds": 60, "redis_url": None,
-        }  # fmt: skip
+            "provider": "sendgrid",
+            "sendgrid_base_url": double.url,
+            "sendgrid_api_key": double.sendgrid_key,
+            "mailgun_base_url": double.url,
+            "mailgun_api_key": double.mailgun_key,
+            "mailgun_domain": "mg.example.org",
+            "postmark_base_url": double.url,
+            "postmark_server_token": double.postmark_token,
+            "outbox_dir": tmp_path / "outbox",
+            "batch_size": 50,
+            "retry_base_seconds": 0.01,
+            "retry_max_seconds": 0.05,
+            "retry_attempts": 8,
+            "lease_seconds": 60,
+            "redis_url": None,
+        }
         values.update(overrides)
         rt = Runtime(make_settings(**values))
         made.append(rt)
@@ -61,9 +71,11 @@ def runtime_for(
 def start(rt: Runtime, audience: tuple[str, ...] = ("main",)) -> tuple[int, list[int]]:
     """Create and start an issue; returns its id and its pending batches (not sent)."""
     issue_id = issues.create(
-        rt.engine, subject="Vitamin K2", audience=audience,
+        rt.engine,
+        subject="Vitamin K2",
+        audience=audience,
         articles=[ArticleRef(SEEDS[0], True), ArticleRef(SEEDS[1], False)],
-    )  # fmt: skip
+    )
     issues.schedule(rt.engine, issue_id, None)
     assert issues.claim_due(rt.engine, timedelta(hours=6)) == [issue_id]
     batches = delivery.prepare(rt.engine, rt.settings, rt.catalog(), issue_id, rt.batch_size)
@@ -155,8 +167,11 @@ def test_throttling_and_server_errors_are_retried_to_exactly_once(
 ) -> None:
     seed_subscribers(sqlite_url, 400)
     rt = runtime_for(sqlite_url)
-    double.set_faults({"kind": "throttle", "rate": 0.2, "retry_after": 0.01},
-                      {"kind": "error", "rate": 0.2}, seed=7)  # fmt: skip
+    double.set_faults(
+        {"kind": "throttle", "rate": 0.2, "retry_after": 0.01},
+        {"kind": "error", "rate": 0.2},
+        seed=7,
+    )
     issue_id, batches = start(rt)
     assert {o.status for o in send_all(rt, batches)} == {"sent"}
     assert double.stats()["duplicates"] == 0
@@ -234,7 +249,7 @@ def test_an_expired_lease_is_ambiguous_or_requeued_never_resent_blindly(
     assert found.ambiguous == batches and found.requeue == []
     assert issues.get(rt.engine, issue_id).progress.ambiguous == 1
 
-    issue2, batches2 = start(rt)
+    _issue2, batches2 = start(rt)
     rt.sender._claim(batches2[0])
     found = delivery.sweep(rt.engine, rt.settings, idempotent=True, queue_empty=False, at=later)
     assert found.requeue == batches2
@@ -246,7 +261,7 @@ def test_the_sweeper_requeues_batches_whose_task_was_lost(
 ) -> None:
     seed_subscribers(sqlite_url, 100)
     rt = runtime_for(sqlite_url)
-    issue_id, batches = start(rt)
+    _issue_id, batches = start(rt)
     delivery.mark_enqueued(rt.engine, batches)
     soon = delivery.sweep(rt.engine, rt.settings, idempotent=False, queue_empty=True)
     assert soon.requeue == []  # just enqueued: the tasks are on their way
@@ -267,8 +282,9 @@ def test_postmark_per_message_refusals_are_logged_and_the_send_goes_on(
     send_all(rt, batches)
     assert log(rt, issue_id) == {"sent": 99, "failed": 1}
     with rt.engine.connect() as conn:
-        reason = conn.scalar(sa.select(db.deliveries.c.reason).where(
-            db.deliveries.c.subscriber_id == 3))  # fmt: skip
+        reason = conn.scalar(
+            sa.select(db.deliveries.c.reason).where(db.deliveries.c.subscriber_id == 3)
+        )
     assert reason is not None and "406" in reason
     assert issues.get(rt.engine, issue_id).status == "sent"
     double.set_faults()

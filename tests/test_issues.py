@@ -123,8 +123,9 @@ def test_an_issue_found_too_late_is_held_for_the_editor(database_url: str) -> No
 def test_state_changes_say_what_is_allowed(sqlite_url: str) -> None:
     engine = db.engine(sqlite_url)
     issue_id = new_issue(sqlite_url)
-    with pytest.raises(IssueStateError, match="is draft: it can be paused only when it is"
-                                              " scheduled or sending"):
+    with pytest.raises(
+        IssueStateError, match="is draft: it can be paused only when it is scheduled or sending"
+    ):
         issues.pause(engine, issue_id)
     with pytest.raises(IssueStateError, match="resumed only when it is paused"):
         issues.resume(engine, issue_id)

@@ -31,11 +31,20 @@ def started_issue(rt: Runtime) -> int:
 
 
 @pytest.fixture
-def rt(sqlite_url: str, redis_url: str, make_settings: Callable[..., Settings], tmp_path) -> Runtime:
+def rt(
+    sqlite_url: str, redis_url: str, make_settings: Callable[..., Settings], tmp_path
+) -> Runtime:
     seed_subscribers(sqlite_url, 100)
-    settings = make_settings(database_url=sqlite_url, content_dir=CONTENT, secret_key=SECRET,
-                             redis_url=redis_url, redis_prefix="lpstatus", batch_size=40,
-                             outbox_dir=tmp_path / "outbox", send_rate=1e5)  # fmt: skip
+    settings = make_settings(
+        database_url=sqlite_url,
+        content_dir=CONTENT,
+        secret_key=SECRET,
+        redis_url=redis_url,
+        redis_prefix="lpstatus",
+        batch_size=40,
+        outbox_dir=tmp_path / "outbox",
+        send_rate=1e5,
+    )
     return Runtime(settings)
 
 
