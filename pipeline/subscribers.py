@@ -23,9 +23,10 @@ CSV import (``import_csv``)
     added. A file's ``unsubscribed``/``bounced``/``complained`` is honoured; its
     ``pending`` never demotes an active subscriber. Bad rows become ``Problem``s with
     their line in the file and never stop the other rows; re-importing a file changes
-    nothing. The file is read in chunks of ``CHUNK_ROWS`` rows, each one transaction
-    of a few bulk statements, so memory stays flat (plus 4 bytes per subscriber id, to
-    recognise an address met earlier in the same file).
+    nothing. The file is streamed: rows are validated ``CHUNK_ROWS`` at a time (by
+    worker processes for large files) and written ``WRITE_ROWS`` at a time, each batch
+    one transaction of a few bulk statements, so memory stays flat (plus about 4 bytes
+    per subscriber id, to recognise an address met earlier in the same file).
 
 CSV export (``export_csv``)
     Columns ``email,name,status,time_zone,lists,created_at,confirmed_at`` then one
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import logging
 import multiprocessing
 import os
@@ -142,9 +144,7 @@ def check_time_zone(name: str) -> str:
         try:
             ZoneInfo(name)
             known = True
-        except (ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError, caught below
-            known = False
-        except KeyError:
+        except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
             known = False
         if len(_ZONES) < 10_000:
             _ZONES[name] = known
@@ -159,7 +159,7 @@ def check_status(status: str) -> str:
     return status
 
 
-def _check_list_name(name: str) -> str:
+def check_list_name(name: str) -> str:
     name = name.strip()
     if not name:
         raise ValueError("a list name is empty")
@@ -211,7 +211,7 @@ def _insert(dialect: sa.Dialect, table: sa.Table) -> sqlite.Insert | postgresql.
 
 def ensure_list(conn: sa.Connection, name: str) -> int:
     """The id of the list called ``name``, created if needed (inside ``conn``'s transaction)."""
-    name = _check_list_name(name)
+    name = check_list_name(name)
     conn.execute(
         _insert(conn.dialect, lists).on_conflict_do_nothing(index_elements=["name"]),
         {"name": name, "created_at": db.now()},
@@ -250,7 +250,7 @@ def add(
         "time_zone": check_time_zone(time_zone),
         "attributes": _check_attributes(attributes),
     }
-    names = [_check_list_name(n) for n in lists]
+    names = [check_list_name(n) for n in lists]
     now = db.now()
     with engine.begin() as conn:
         inserted = conn.execute(
@@ -275,7 +275,9 @@ def add(
             subscriber_id, current = int(row.id), row.status
         if names and current not in STICKY:
             added = conn.execute(
-                _insert(conn.dialect, memberships).on_conflict_do_nothing(),
+                _insert(conn.dialect, memberships)
+                .on_conflict_do_nothing()
+                .returning(memberships.c.list_id),
                 [
                     {
                         "list_id": ensure_list(conn, n),
@@ -284,7 +286,7 @@ def add(
                     }
                     for n in names
                 ],
-            ).rowcount
+            ).all()
             if added and inserted is None:
                 conn.execute(
                     subscribers.update()
@@ -480,7 +482,7 @@ def _parse(columns: _Columns, fields: list[str], line: int) -> _Row:
         time_zone = check_time_zone(tz)
     names: tuple[str, ...] = ()
     if columns.lists is not None and (cell := fields[columns.lists].strip()):
-        names = tuple(_check_list_name(n) for n in cell.split(LIST_SEPARATOR) if n.strip())
+        names = tuple(check_list_name(n) for n in cell.split(LIST_SEPARATOR) if n.strip())
     status = ""
     if columns.status is not None and (text := fields[columns.status].strip()):
         status = check_status(text.lower())
@@ -518,12 +520,16 @@ def _parse_chunk(columns: _Columns, records: list[_Record]) -> _Parsed:
 
 
 def _records(reader: Any) -> Iterator[_Record]:
-    """Each non-empty record of a csv.reader with the line it starts on."""
+    """Each non-empty record of a csv.reader with the line it starts on (or what is wrong
+    with it: a syntax error, or a NUL character, which PostgreSQL cannot store)."""
     last = 0  # the line the previous record ended on
     while True:
         try:
             for fields in reader:
-                if "".join(fields).strip():
+                text = "".join(fields)
+                if "\x00" in text:
+                    yield last + 1, "contains a NUL character: is this really a CSV text file?"
+                elif text.strip():
                     yield last + 1, fields
                 last = reader.line_num
             return
@@ -561,23 +567,27 @@ def _parsed_chunks(
 
 
 class _FirstLines:
-    """The file line where each subscriber id was first met in this import.
+    """The file line where each subscriber id was first met in this import, so that an
+    address coming back in a later chunk is recognised.
 
-    4 bytes per subscriber id, however long the file: an address that comes back in a
-    later chunk is found by its id.
+    About 4 bytes per subscriber id, in pages of 4,096 ids allocated when first used,
+    instead of a dictionary entry (~100 bytes) per row of the file.
     """
 
+    _BITS = 12
+
     def __init__(self) -> None:
-        self._lines = array("I")
+        self._pages: dict[int, array[int]] = {}
 
     def get(self, subscriber_id: int) -> int:
-        return self._lines[subscriber_id] if subscriber_id < len(self._lines) else 0
+        page = self._pages.get(subscriber_id >> self._BITS)
+        return 0 if page is None else page[subscriber_id & ((1 << self._BITS) - 1)]
 
     def set(self, subscriber_id: int, line: int) -> None:
-        if subscriber_id >= len(self._lines):
-            grow = max(subscriber_id + 1, 2 * len(self._lines), 1024) - len(self._lines)
-            self._lines.frombytes(bytes(grow * self._lines.itemsize))
-        self._lines[subscriber_id] = line
+        page = self._pages.get(subscriber_id >> self._BITS)
+        if page is None:
+            page = self._pages[subscriber_id >> self._BITS] = array("I", bytes(4 << self._BITS))
+        page[subscriber_id & ((1 << self._BITS) - 1)] = line
 
 
 def _to_db(column: sa.Column[Any], dialect: sa.Dialect) -> Callable[[Any], Any]:
@@ -611,7 +621,8 @@ _EXISTING = (
     subscribers.c.name,
     subscribers.c.status,
     subscribers.c.time_zone,
-    subscribers.c.attributes,
+    # As stored, unparsed: usually the same text as the file's row gives (see _merged).
+    sa.cast(subscribers.c.attributes, sa.Text).label("attributes"),
 )
 # Values of a new subscriber, in this order, already converted for the driver.
 _NEW_COLUMNS = (
@@ -671,6 +682,9 @@ class _Bulk:
     def update(self, conn: sa.Connection, values: list[tuple[Any, ...]], now: datetime) -> None:
         """Update subscribers from ``_UPDATE_COLUMNS`` tuples, ``updated_at`` = now."""
         raise NotImplementedError
+
+    def grew(self, conn: sa.Connection, inserted: int) -> None:
+        """Called after each committed batch with the number of subscribers it added."""
 
 
 def _compiled(statement: sa.Insert | sa.Update, dialect: sa.Dialect, order: Sequence[str]) -> str:
@@ -825,11 +839,25 @@ class _PostgresBulk(_Bulk):
             )
         )
 
+    inserted = 0  # subscribers added by this import
+    analyzed_at = 0  # ... when the tables were last analyzed
+
     @staticmethod
     def prepare(conn: sa.Connection) -> None:
         """Create the temporary tables for this connection's session."""
         with conn.begin():
             _TEMPORARY.create_all(conn, checkfirst=True)
+
+    def grew(self, conn: sa.Connection, inserted: int) -> None:
+        """ANALYZE after the first batch, then each time the import has doubled what it
+        added. Autovacuum lags behind a bulk load, and psycopg's prepared statements
+        keep the plan made while the table was small (a scan of the whole table)
+        until new statistics invalidate it."""
+        self.inserted += inserted
+        if inserted and self.inserted >= 2 * self.analyzed_at:
+            with conn.begin():
+                conn.execute(sa.text("ANALYZE subscribers, memberships"))
+            self.analyzed_at = self.inserted
 
     @staticmethod
     def _copy(conn: sa.Connection, table: sa.Table, rows: Iterable[Sequence[Any]]) -> None:
@@ -863,12 +891,12 @@ class _Importer:
     def __init__(self, conn: sa.Connection, report: ImportReport, list_name: str | None) -> None:
         self.report = report
         self.list_ids: dict[str, int] = {}
-        self.extra_list = None if list_name is None else _check_list_name(list_name)
+        self.extra_list = None if list_name is None else check_list_name(list_name)
         self.first_lines = _FirstLines()
         dialect = conn.dialect
         self.time = _to_db(subscribers.c.created_at, dialect)
         self._json = _to_db(subscribers.c.attributes, dialect)
-        self._json_cache: dict[tuple[tuple[str, str], ...], Any] = {}
+        self._json_cache: dict[tuple[tuple[str, str], ...], tuple[Any, str]] = {}
         self.bulk: _Bulk
         if dialect.name == "postgresql":
             _PostgresBulk.prepare(conn)
@@ -910,26 +938,27 @@ class _Importer:
             gained = self._add_memberships(conn, wanted, set(ids.values()), now)
             updates = []
             for record, row in known:
-                change = _merged(record, row, now, force=record.id in gained)
+                text = self.json(row.attributes)[1]
+                change = _merged(record, row, text, now, force=record.id in gained)
                 if change is not None:
                     subscriber_id, name, time_zone, attributes, status, confirmed_at = change
                     confirmed = None if confirmed_at is None else self.time(confirmed_at)
-                    updates.append(
-                        (subscriber_id, name, time_zone, self.json(attributes), status, confirmed)
-                    )
+                    stored = self.json(attributes)[0]
+                    updates.append((subscriber_id, name, time_zone, stored, status, confirmed))
             if updates:
                 self.bulk.update(conn, updates, now)
         self.report.new += len(ids)
         self.report.updated += len(updates)
         self.report.unchanged += len(known) - len(updates)
+        self.bulk.grew(conn, len(ids))
 
-    def json(self, attributes: dict[str, str]) -> Any:
-        """The attributes converted for the driver; the few combinations that most files
-        repeat (plan, source, country…) are converted once."""
+    def json(self, attributes: dict[str, str]) -> tuple[Any, str]:
+        """The attributes converted for the driver, and as JSON text; the few
+        combinations that most files repeat (plan, source, country…) are converted once."""
         key = tuple(attributes.items())
         value = self._json_cache.get(key)
         if value is None:
-            value = self._json(attributes)
+            value = self._json(attributes), json.dumps(attributes)
             if len(self._json_cache) >= 10_000:
                 self._json_cache.clear()
             self._json_cache[key] = value
@@ -948,7 +977,7 @@ class _Importer:
             row.name,
             status,
             row.time_zone or "UTC",
-            self.json(row.attributes),
+            self.json(row.attributes)[0],
             at if row.created_at is None else self.time(row.created_at),
             confirmed,
             at,
@@ -979,11 +1008,14 @@ class _Importer:
 
 
 def _merged(
-    record: Record, row: _Row, now: datetime, *, force: bool = False
+    record: Record, row: _Row, row_json: str, now: datetime, *, force: bool = False
 ) -> tuple[int, str, str, dict[str, str], str, datetime | None] | None:
     """An existing subscriber updated from a file row, as ``_UPDATE_COLUMNS`` values
     (confirmed at None: unchanged), or None if nothing changes and not ``force``.
-    Empty cells keep what is known; a file never demotes an active subscriber to pending.
+
+    Empty cells keep what is known; a file never demotes an active subscriber to
+    pending. ``record.attributes`` is the stored JSON text: when it is the text of the
+    row's attributes (``row_json``), they are the same and need no parsing.
     """
     status, confirmed_at = record.status, None
     wanted = row.status or "active"
@@ -993,11 +1025,15 @@ def _merged(
         status, confirmed_at = "active", row.confirmed_at or now
     name = row.name or record.name
     time_zone = row.time_zone or record.time_zone
-    attributes = {**record.attributes, **row.attributes}
-    same = (name, time_zone, attributes, status) == (
+    if record.attributes == row_json:
+        attributes, same_attributes = row.attributes, True
+    else:
+        stored = json.loads(record.attributes)
+        attributes = {**stored, **row.attributes}
+        same_attributes = attributes == stored
+    same = same_attributes and (name, time_zone, status) == (
         record.name,
         record.time_zone,
-        record.attributes,
         record.status,
     )
     if same and not force:
@@ -1023,6 +1059,8 @@ def import_csv(
     """
     source = Path(path)
     report = ImportReport(str(path))
+    if list_name is not None:
+        check_list_name(list_name)
     _require_utf8(source)
     if processes is None:
         processes = (os.cpu_count() or 1) if source.stat().st_size > PARALLEL_BYTES else 0
@@ -1036,7 +1074,7 @@ def import_csv(
             )
         line, fields = header
         if isinstance(fields, str):
-            raise LetterpressError(f"{path}:{line}: the header row is {fields}")
+            raise LetterpressError(f"{path}:{line}: bad header row: {fields}")
         columns = _Columns.from_header(f"{path}:{line}", fields)
         importer = _Importer(conn, report, list_name)
         batch: list[_Row] = []
@@ -1088,7 +1126,8 @@ def export_csv(
     writer = csv.writer(out)
     writer.writerow([*EXPORT_COLUMNS, *keys])
     written = 0
-    for page, member in _pages(engine, _filtered(sa.select(subscribers), list_id, status)):
+    pages = _pages(engine, _filtered(sa.select(subscribers), list_id, status))
+    for page, member in pages:
         for row in page:
             attributes = row.attributes
             writer.writerow(
@@ -1126,8 +1165,8 @@ def _pages(
     query = query.order_by(subscribers.c.id)
     if not db.is_sqlite(engine):
         with engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            result = conn.execution_options(yield_per=EXPORT_PAGE).execute(query)
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            result = conn.execute(query.execution_options(yield_per=EXPORT_PAGE))
             for page in result.partitions():
                 yield page, _memberships_of(conn, page)
         return
@@ -1143,14 +1182,14 @@ def _pages(
 
 
 def _memberships_of(conn: sa.Connection, page: Sequence[Record]) -> dict[int, list[int]]:
-    member: dict[int, list[int]] = {}
-    if not page:
-        return member
+    """subscriber id -> list ids, for the subscribers of one page."""
     query = sa.select(memberships.c.subscriber_id, memberships.c.list_id).where(
-        memberships.c.subscriber_id.between(page[0].id, page[-1].id)
+        _any_of(memberships.c.subscriber_id, "ids", conn.dialect)
     )
-    for subscriber_id, list_id in conn.execute(query):
-        member.setdefault(subscriber_id, []).append(list_id)
+    member: dict[int, list[int]] = {}
+    for part in _slices([row.id for row in page]):
+        for subscriber_id, list_id in conn.execute(query, {"ids": part}):
+            member.setdefault(subscriber_id, []).append(list_id)
     return member
 
 
