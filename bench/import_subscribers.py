@@ -20,8 +20,8 @@ PostgreSQL is a dedicated database (default ``letterpress_bench`` on the test se
 created if missing, its ``public`` schema dropped and re-created each round), never
 the ``test`` database the test suite resets. The report gives the median of the rounds,
 rows per second, peak RSS of the importing process and of its largest worker, and
-checks that the bad rows reported are exactly the planted ones. A 100,000-row import is
-measured first to show that peak memory does not grow with the file.
+checks that the bad rows reported are exactly the planted ones. An import of a tenth of
+the rows is measured first to show that peak memory does not grow with the file.
 
     .venv/bin/python bench/import_subscribers.py [-n 1000000] [--rounds 3] [--seed 7]
         [--postgres URL] [--no-postgres]
@@ -148,8 +148,56 @@ def generate(path: Path, n: int, seed: int) -> dict[str, Any]:
     return {"rows": n, "bad_lines": bad_lines, "size": path.stat().st_size}
 
 
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu(engine: Any) -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL backend serving this database (the
+    server runs on this machine); empty for SQLite or when /proc cannot tell."""
+    import sqlalchemy as sa
+
+    if engine.dialect.name != "postgresql":
+        return {}
+    with engine.connect() as conn:
+        pids = conn.execute(
+            sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        result = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            result[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return result
+
+
+def timed_import(engine: Any, path: Path) -> tuple[Any, dict[str, Any]]:
+    """One import, with its wall time, CPU time (here, workers, database server) and load."""
+    from pipeline import subscribers
+
+    load = os.getloadavg()[0]
+    here, workers = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
+    server = server_cpu(engine)
+    started = time.perf_counter()
+    report = subscribers.import_csv(engine, path)
+    seconds = time.perf_counter() - started
+    server_after = server_cpu(engine)
+    return report, {
+        "seconds": seconds,
+        "cpu_importer": cpu_seconds(resource.RUSAGE_SELF) - here,
+        "cpu_workers": cpu_seconds(resource.RUSAGE_CHILDREN) - workers,
+        "cpu_server": sum(v - server.get(pid, 0.0) for pid, v in server_after.items())
+        if server_after
+        else None,
+        "load": (load, os.getloadavg()[0]),
+    }
+
+
 def measure(url: str, path: Path, again: bool) -> dict[str, Any]:
-    """In a fresh process: empty database, import, import again; times and peak RSS."""
+    """In a fresh process: empty database, import, import again; times, CPU, peak RSS."""
     import sqlalchemy as sa
 
     from pipeline import db, subscribers
@@ -157,11 +205,9 @@ def measure(url: str, path: Path, again: bool) -> dict[str, Any]:
     fresh_database(url)
     db.upgrade(url)
     engine = db.engine(url)
-    started = time.perf_counter()
-    report = subscribers.import_csv(engine, path)
-    seconds = time.perf_counter() - started
+    report, first = timed_import(engine, path)
     result: dict[str, Any] = {
-        "seconds": seconds,
+        **first,
         "summary": report.summary(),
         "new": report.new,
         "problems": [(p.line, p.message) for p in report.problems],
@@ -170,9 +216,9 @@ def measure(url: str, path: Path, again: bool) -> dict[str, Any]:
         "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
     if again:
-        started = time.perf_counter()
-        second = subscribers.import_csv(engine, path)
-        result["again_seconds"] = time.perf_counter() - started
+        second, timing = timed_import(engine, path)
+        result["again"] = timing
+        result["again_seconds"] = timing["seconds"]
         result["again_summary"] = second.summary()
         result["again_changed"] = second.new + second.updated
     with engine.connect() as conn:
@@ -216,6 +262,15 @@ def run_child(url: str, path: Path, again: bool) -> dict[str, Any]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+def cpu(timing: dict[str, Any]) -> str:
+    """CPU seconds by process, and the machine's load average before and after."""
+    parts = [f"importer {timing['cpu_importer']:.0f}", f"workers {timing['cpu_workers']:.0f}"]
+    if timing["cpu_server"] is not None:
+        parts.append(f"server {timing['cpu_server']:.0f}")
+    before, after = timing["load"]
+    return f"CPU s: {', '.join(parts)}; load {before:.1f}->{after:.1f}"
+
+
 def versions(postgres: str | None) -> str:
     import sqlite3
 
@@ -251,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
     postgres = None if args.no_postgres else args.postgres
+    small_n = max(args.n // 10, 1000)  # the memory check: a tenth of the rows
     files = {}
-    for size in (100_000, args.n):
+    for size in (small_n, args.n):
         path = WORK / f"subscribers-{size}-{args.seed}.csv"
         started = time.perf_counter()
         files[size] = (path, generate(path, size, args.seed))
@@ -267,12 +323,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"measured: {code_version()}; {versions(postgres)}")
     print(f"rounds: {args.rounds} per database, each a fresh process and an empty database")
+    print(
+        "CPU s: seconds of CPU used by the importing process, its validating workers and the"
+        " PostgreSQL server; load: 1-minute load average (2 CPUs) before and after, as the"
+        " machine is shared"
+    )
     print()
 
-    small = run_child(f"sqlite:///{WORK / 'small.db'}", files[100_000][0], again=False)
+    small = run_child(f"sqlite:///{WORK / 'small.db'}", files[small_n][0], again=False)
     print(
-        f"memory check, 100,000 rows into SQLite: {small['seconds']:.1f} s,"
-        f" peak RSS {small['rss_mb']:.0f} MB (workers {small['worker_rss_mb']:.0f} MB)"
+        f"memory check, {small_n:,} rows into SQLite: {small['seconds']:.1f} s,"
+        f" peak RSS {small['rss_mb']:.0f} MB (workers {small['worker_rss_mb']:.0f} MB);"
+        f" compare with {args.n:,} rows below"
     )
     print()
 
@@ -287,10 +349,12 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
             print(
                 f"  round {number}: import {result['seconds']:.1f} s"
-                f" ({args.n / result['seconds']:,.0f} rows/s), re-import"
-                f" {result['again_seconds']:.1f} s ({args.n / result['again_seconds']:,.0f}"
-                f" rows/s); peak RSS {result['rss_mb']:.0f} MB, workers"
-                f" {result['worker_rss_mb']:.0f} MB"
+                f" ({args.n / result['seconds']:,.0f} rows/s; {cpu(result)}),"
+                f" peak RSS {result['rss_mb']:.0f} MB, workers {result['worker_rss_mb']:.0f} MB"
+            )
+            print(
+                f"           re-import {result['again_seconds']:.1f} s"
+                f" ({args.n / result['again_seconds']:,.0f} rows/s; {cpu(result['again'])})"
             )
         last = results[-1]
         seconds = median([r["seconds"] for r in results])

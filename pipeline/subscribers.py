@@ -23,10 +23,16 @@ CSV import (``import_csv``)
     added. A file's ``unsubscribed``/``bounced``/``complained`` is honoured; its
     ``pending`` never demotes an active subscriber. Bad rows become ``Problem``s with
     their line in the file and never stop the other rows; re-importing a file changes
-    nothing. The file is streamed: rows are validated ``CHUNK_ROWS`` at a time (by
-    worker processes for large files) and written ``WRITE_ROWS`` at a time, each batch
-    one transaction of a few bulk statements, so memory stays flat (plus about 4 bytes
-    per subscriber id, to recognise an address met earlier in the same file).
+    nothing. A file that is not UTF-8 is refused before anything is imported.
+
+    The file is streamed: rows are validated ``CHUNK_ROWS`` at a time and written
+    ``WRITE_ROWS`` at a time, each batch one transaction of a few bulk statements, so
+    memory stays flat (plus about 4 bytes per subscriber id, to recognise an address met
+    earlier in the same file). Validating addresses is the costliest step, so files
+    over ``PARALLEL_BYTES`` are validated by worker processes (spawned: a script that
+    imports a large file must guard its entry point with ``if __name__ ==
+    "__main__"``) while this process writes. SQLite gets the driver's executemany;
+    PostgreSQL gets COPY into temporary tables, then INSERT … SELECT and UPDATE … FROM.
 
 CSV export (``export_csv``)
     Columns ``email,name,status,time_zone,lists,created_at,confirmed_at`` then one
@@ -649,9 +655,6 @@ class _Bulk:
         self.select_existing = sa.select(*_EXISTING).where(
             _any_of(subscribers.c.email, "emails", dialect)
         )
-        self.select_ids = sa.select(subscribers.c.email, subscribers.c.id).where(
-            _any_of(subscribers.c.email, "emails", dialect)
-        )
         self.select_memberships = sa.select(
             memberships.c.subscriber_id, memberships.c.list_id
         ).where(_any_of(memberships.c.subscriber_id, "ids", dialect))
@@ -668,6 +671,10 @@ class _Bulk:
         for part in _slices(ids):
             found.update(conn.execute(self.select_memberships, {"ids": part}).all())
         return found
+
+    # Whether ``insert`` tells the subscribers it added from those already there, so that
+    # a batch expected to be mostly new can be inserted before any lookup.
+    insert_first = False
 
     def insert(self, conn: sa.Connection, values: list[tuple[Any, ...]]) -> dict[str, int]:
         """Insert new subscribers (ON CONFLICT DO NOTHING); the ids of those inserted."""
@@ -704,6 +711,9 @@ class _SqliteBulk(_Bulk):
 
     def __init__(self, dialect: sa.Dialect) -> None:
         super().__init__(dialect)
+        self.select_ids = sa.select(subscribers.c.email, subscribers.c.id).where(
+            _any_of(subscribers.c.email, "emails", dialect)
+        )
         self.insert_sql = _compiled(
             sqlite.insert(subscribers)
             .values({name: sa.bindparam(name) for name in _NEW_COLUMNS})
@@ -839,6 +849,7 @@ class _PostgresBulk(_Bulk):
             )
         )
 
+    insert_first = True  # RETURNING names exactly the rows inserted
     inserted = 0  # subscribers added by this import
     analyzed_at = 0  # ... when the tables were last analyzed
 
@@ -877,7 +888,10 @@ class _PostgresBulk(_Bulk):
     def add_memberships(
         self, conn: sa.Connection, pairs: list[tuple[int, int]], now: datetime
     ) -> None:
-        self._copy(conn, _new_memberships, pairs)
+        driver: Any = conn.connection.dbapi_connection
+        copy_sql = f"COPY {_new_memberships.name} (subscriber_id, list_id) FROM STDIN"
+        with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            copy.write("".join(f"{s}\t{lid}\n" for s, lid in pairs))  # integers: no escaping
         conn.execute(self.insert_memberships, {"now": now})
 
     def update(self, conn: sa.Connection, values: list[tuple[Any, ...]], now: datetime) -> None:
@@ -893,6 +907,7 @@ class _Importer:
         self.list_ids: dict[str, int] = {}
         self.extra_list = None if list_name is None else check_list_name(list_name)
         self.first_lines = _FirstLines()
+        self.new_share: float | None = None  # of the last batch written
         dialect = conn.dialect
         self.time = _to_db(subscribers.c.created_at, dialect)
         self._json = _to_db(subscribers.c.attributes, dialect)
@@ -909,13 +924,17 @@ class _Importer:
             return
         now = db.now()
         with conn.begin():
-            existing = self.bulk.existing(conn, [r.email for r in rows])
-            fresh = [r for r in rows if r.email not in existing]
             at = self.time(now)
-            ids = self.bulk.insert(conn, [self._values(r, at) for r in fresh]) if fresh else {}
-            raced = [r.email for r in fresh if r.email not in ids]
-            if raced:  # added by someone else since the lookup above
-                existing.update(self.bulk.existing(conn, raced))
+            if self.bulk.insert_first and self.mostly_new(conn):
+                ids = self.bulk.insert(conn, [self._values(r, at) for r in rows])
+                existing = self.bulk.existing(conn, [r.email for r in rows if r.email not in ids])
+            else:
+                existing = self.bulk.existing(conn, [r.email for r in rows])
+                fresh = [r for r in rows if r.email not in existing]
+                ids = self.bulk.insert(conn, [self._values(r, at) for r in fresh]) if fresh else {}
+                raced = [r.email for r in fresh if r.email not in ids]
+                if raced:  # added by someone else since the lookup above
+                    existing.update(self.bulk.existing(conn, raced))
             wanted: list[tuple[int, int]] = []  # (subscriber id, list id) to have
             known: list[tuple[Record, _Row]] = []
             for row in rows:
@@ -951,6 +970,16 @@ class _Importer:
         self.report.updated += len(updates)
         self.report.unchanged += len(known) - len(updates)
         self.bulk.grew(conn, len(ids))
+        self.new_share = len(ids) / len(rows)
+
+    def mostly_new(self, conn: sa.Connection) -> bool:
+        """Whether the next batch is expected to be mostly new subscribers: the last one
+        was, or (for the first) there are no subscribers yet. Such a batch is inserted
+        first and only the addresses that were already there are looked up."""
+        if self.new_share is None:
+            any_row = sa.select(sa.exists().select_from(subscribers))
+            self.new_share = 0.0 if conn.execute(any_row).scalar() else 1.0
+        return self.new_share > 0.5
 
     def json(self, attributes: dict[str, str]) -> tuple[Any, str]:
         """The attributes converted for the driver, and as JSON text; the few
