@@ -129,13 +129,18 @@ def test_a_worker_killed_mid_send_loses_and_doubles_nobody(
         "WARNING",
         new_session=True,
     )
-    cluster.worker("w2", concurrency=1)
     cluster.beat()
     issue_id = create_issue(cluster)
     cluster.run("issue", "schedule", str(issue_id), "--at", "now")
-    wait_for(lambda: cluster.deliveries(issue_id).get("sent", 0) >= 600, 60, "some batches")
+    # The victim works alone until it has sent a few batches and holds one mid-request
+    # (each call takes 0.3 s at the double; the rest of a batch, a few milliseconds).
+    wait_for(lambda: cluster.deliveries(issue_id).get("sent", 0) >= 300, 60, "some batches")
+    wait_for(
+        lambda: "sending" in _open_batches(cluster, issue_id), 30, "a batch in flight", every=0.01
+    )
     os.killpg(victim.pid, signal.SIGKILL)  # the worker and its pool, mid-request
     cluster.procs.pop("victim").wait()
+    cluster.worker("w2", concurrency=1)
     try:
         wait_for(lambda: _open_batches(cluster, issue_id) == {"ambiguous"}, 60, "the sweep")
     except AssertionError:
