@@ -499,43 +499,20 @@ class Sender:
     def _settle(self, claim: _Claim, result: BatchResult, provider_id: str) -> Outcome:
         at = db.now()
         d, b = db.deliveries.c, db.batches.c
-        queued = [r[0] for r in claim.recipients]
-        missing = [
-            sid for sid in queued if sid not in result.accepted and sid not in result.rejected
-        ]
+        answered = result.accepted.keys() | result.rejected.keys()
+        missing = [sid for sid, _, _ in claim.recipients if sid not in answered]
+        failures = dict(result.rejected)
+        failures.update({sid: "the provider did not answer for this recipient" for sid in missing})
         with self.engine.begin() as conn:
-            if result.accepted and not result.rejected and not missing and provider_id:
+            if result.accepted and not failures and provider_id:
+                # Everyone took one message id: one statement for the whole batch.
                 conn.execute(
                     sa.update(db.deliveries)
                     .where(d.batch_id == claim.batch_id, d.status == "queued")
                     .values(status="sent", provider_id=provider_id, updated_at=at)
                 )
-            elif result.accepted:
-                conn.execute(
-                    sa.update(db.deliveries)
-                    .where(
-                        d.issue_id == claim.issue_id,
-                        d.subscriber_id == sa.bindparam("sid"),
-                        d.status == "queued",
-                    )
-                    .values(status="sent", provider_id=sa.bindparam("pid"), updated_at=at),
-                    [{"sid": k, "pid": v} for k, v in result.accepted.items()],
-                )
-            failures = dict(result.rejected)
-            failures.update(
-                {sid: "the provider did not answer for this recipient" for sid in missing}
-            )
-            if failures:
-                conn.execute(
-                    sa.update(db.deliveries)
-                    .where(
-                        d.issue_id == claim.issue_id,
-                        d.subscriber_id == sa.bindparam("sid"),
-                        d.status == "queued",
-                    )
-                    .values(status="failed", reason=sa.bindparam("why"), updated_at=at),
-                    [{"sid": k, "why": v[:500]} for k, v in failures.items()],
-                )
+            else:
+                _mark(conn, claim.issue_id, result.accepted, failures, at)
             conn.execute(
                 sa.update(db.batches)
                 .where(b.id == claim.batch_id, b.lease_token == claim.token)
@@ -618,18 +595,8 @@ class Sender:
     def _mark_partial(
         self, conn: Connection, claim: _Claim, partial: BatchResult, at: datetime
     ) -> None:
-        d = db.deliveries.c
-        conn.execute(
-            sa.update(db.deliveries)
-            .where(
-                d.issue_id == claim.issue_id,
-                d.subscriber_id == sa.bindparam("sid"),
-                d.status == "queued",
-            )
-            .values(status="sent", provider_id=sa.bindparam("pid"), updated_at=at),
-            [{"sid": k, "pid": v} for k, v in partial.accepted.items()],
-        )
-        self._count(conn, claim.issue_id, len(partial.accepted), 0, 0)
+        _mark(conn, claim.issue_id, partial.accepted, partial.rejected, at)
+        self._count(conn, claim.issue_id, len(partial.accepted), len(partial.rejected), 0)
 
     def _release(self, claim: _Claim, reason: str) -> Outcome:
         """Nothing was sent: the batch goes back to pending, for the sweeper to enqueue."""
@@ -680,6 +647,30 @@ class Sender:
                 self._check_threshold(conn, claim.issue_id)
             _finish_if_done(conn, claim.issue_id)
         return Outcome(claim.batch_id, "failed", failed=failed, detail=reason)
+
+
+def _mark(
+    conn: Connection, issue_id: int, sent: dict[int, str], failed: dict[int, str], at: datetime
+) -> None:
+    """Queued log rows become sent (with the provider's message id) or failed (reason)."""
+    d = db.deliveries.c
+    queued = sa.and_(
+        d.issue_id == issue_id, d.subscriber_id == sa.bindparam("sid"), d.status == "queued"
+    )
+    if sent:
+        conn.execute(
+            sa.update(db.deliveries)
+            .where(queued)
+            .values(status="sent", provider_id=sa.bindparam("pid"), updated_at=at),
+            [{"sid": k, "pid": v} for k, v in sent.items()],
+        )
+    if failed:
+        conn.execute(
+            sa.update(db.deliveries)
+            .where(queued)
+            .values(status="failed", reason=sa.bindparam("why"), updated_at=at),
+            [{"sid": k, "why": v[:500]} for k, v in failed.items()],
+        )
 
 
 def _insert_ignore(conn: Connection, table: sa.Table) -> Any:

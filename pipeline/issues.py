@@ -28,8 +28,6 @@ from . import db
 from .content import Catalog
 from .errors import ConfigError, LetterpressError, NotFound
 
-ACTIVE = ("scheduled", "sending", "paused")
-
 
 class IssueStateError(LetterpressError):
     """The issue is not in a state that allows this (it says which and what to do)."""

@@ -22,6 +22,7 @@ from pipeline.tokens import Signer
 
 from .cluster import SECRET, seed_subscribers
 from .conftest import CONTENT, SEEDS
+from .test_providers import SmtpServer, smtp_server  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -371,3 +372,37 @@ def test_the_outbox_writes_one_message_per_recipient(
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["To"].addresses[0].addr_spec.startswith("reader")
     assert message.get_content_type() == "multipart/alternative"
+
+
+def test_smtp_answers_before_a_failure_are_kept_and_never_sent_again(
+    sqlite_url: str,
+    runtime_for: Callable[..., Runtime],
+    smtp_server: Callable[..., SmtpServer],  # noqa: F811
+) -> None:
+    seed_subscribers(sqlite_url, 6)
+    server = smtp_server(reject={"reader2@example.com"}, defer={"reader3@example.com"})
+    rt = runtime_for(
+        sqlite_url,
+        provider="smtp",
+        smtp_url=f"smtp://127.0.0.1:{server.port}",
+        retry_attempts=3,
+        error_min_recipients=1000,
+    )
+    issue_id, batches = start(rt)
+    outcome = rt.sender.send_batch(batches[0])
+    assert outcome.status == "failed"  # reader3 is deferred every time: the rest wait
+    assert [r.recipients for r in server.received] == [["reader1@example.com"]]
+    with rt.engine.connect() as conn:
+        rows = dict(
+            conn.execute(
+                sa.select(db.deliveries.c.subscriber_id, db.deliveries.c.reason).where(
+                    db.deliveries.c.issue_id == issue_id
+                )
+            ).all()
+        )
+    assert log(rt, issue_id) == {"sent": 1, "failed": 5}
+    assert rows[1] is None
+    assert rows[2] is not None and "550" in rows[2]  # refused for good, with the reason
+    assert rows[3] is not None and "gave up" in rows[3]
+    progress = issues.get(rt.engine, issue_id).progress
+    assert (progress.sent, progress.failed) == (1, 5)
