@@ -326,9 +326,10 @@ def worker(ctx: Context, celery_args: tuple[str, ...]) -> None:
 
 def _register() -> None:
     from .cli_issues import COMMANDS
+    from .cli_serve import serve
     from .cli_subscribers import subscribers
 
-    for command in [*COMMANDS, subscribers]:
+    for command in [*COMMANDS, subscribers, serve]:
         main.add_command(command)
 
 

@@ -11,6 +11,10 @@ by ``letterpress db upgrade``; a test checks the migrations build exactly these 
            ──< batches          subscriber-id ranges, claimed with a lease
            ──< deliveries       one row per recipient: queued, sent, failed, skipped
            ──< issue_events     what operators should see (errors, pauses)
+           ──< issue_links      the links an issue's email contains (click redirects)
+           ──< clicks           one row per followed link
+    subscribers ──< subscriber_events   sign-ups, confirmations, unsubscribes, bounces
+    provider_events             webhook events already applied (a retry changes nothing)
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complain
 ISSUE_STATUSES = ("draft", "scheduled", "sending", "sent", "paused", "cancelled", "failed")
 BATCH_STATUSES = ("pending", "sending", "sent", "failed", "ambiguous", "cancelled")
 DELIVERY_STATUSES = ("queued", "sent", "failed", "skipped")
+# What the provider reported after accepting a message, weakest first: a later, weaker
+# report never overwrites a stronger one.
+FEEDBACK = ("delivered", "soft_bounce", "unsubscribed", "bounced", "complained")
 
 lists = sa.Table(
     "lists",
@@ -86,6 +93,10 @@ subscribers = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     # When the status last changed: a send skips people who left after it started.
     sa.Column("status_changed_at", UTCDateTime),
+    # Paused from the preferences page: on every list, receiving nothing until resumed.
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Soft bounces since the last delivery; past ``soft_bounce_limit`` the address bounces.
+    sa.Column("soft_bounces", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint(
         "status IN ('pending', 'active', 'unsubscribed', 'bounced', 'complained')", name="status"
     ),
@@ -190,6 +201,9 @@ deliveries = sa.Table(
     sa.Column("provider_id", sa.String(200)),
     sa.Column("reason", sa.Text),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The provider's later word on the message (webhooks): delivered, bounced, ...
+    sa.Column("feedback", sa.String(20)),
+    sa.Column("feedback_at", UTCDateTime),
     sa.Index(None, "batch_id"),
     sa.Index(None, "issue_id", "status"),
     sa.CheckConstraint("status IN ('queued', 'sent', 'failed', 'skipped')", name="status"),
@@ -204,6 +218,64 @@ issue_events = sa.Table(
     sa.Column("level", sa.String(10), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
     sa.Index(None, "issue_id", "at"),
+)
+
+issue_links = sa.Table(
+    "issue_links",
+    metadata,
+    sa.Column("issue_id", ID, sa.ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    # The article the link leads to, when it leads to one: its clicks rank hot articles.
+    sa.Column("slug", sa.String(200)),
+)
+
+clicks = sa.Table(
+    "clicks",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("issue_id", ID, sa.ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("subscriber_id", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    # False for what is not a person's engagement: a link scanner, a click seconds after
+    # delivery. Those are kept (they did happen) but rank nothing.
+    sa.Column("engaged", sa.Boolean, nullable=False),
+    sa.Index(None, "issue_id", "position"),
+    sa.Index(None, "subscriber_id"),
+)
+
+subscriber_events = sa.Table(
+    "subscriber_events",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("subscriber_id", sa.BigInteger, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index(None, "subscriber_id", "at"),
+)
+
+provider_events = sa.Table(
+    "provider_events",
+    metadata,
+    sa.Column("provider", sa.String(20), primary_key=True),
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("subscriber_id", sa.BigInteger),
+    sa.Column("issue_id", sa.BigInteger),
+    sa.Index(None, "at"),
+)
+
+# Signature nonces seen (Mailgun's token): a replayed request is refused.
+webhook_nonces = sa.Table(
+    "webhook_nonces",
+    metadata,
+    sa.Column("provider", sa.String(20), primary_key=True),
+    sa.Column("nonce", sa.String(200), primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index(None, "at"),
 )
 
 

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import db, issues
+from . import db, issues, tracking
 from .content import Catalog
 from .emails import EmailRenderer
 from .providers.base import (
@@ -51,7 +51,8 @@ from .tokens import Signer
 
 log = logging.getLogger(__name__)
 
-VARIANT = "default"
+VARIANT = "default"  # the email, with merge fields
+WEB_VARIANT = "web"  # the public web page of the issue ("view in browser")
 
 
 class Dispatcher(Protocol):
@@ -152,18 +153,27 @@ def prepare(
         where = audience_filter(conn, issue.audience, started)
         if conn.scalar(sa.select(db.issues.c.prepared_at).where(db.issues.c.id == issue_id)):
             return issues._pending_batches(conn, issue_id)  # prepared meanwhile
+        tracked, links = tracking.track_links(_html_merge_fields(email.html), settings)
+        snapshot = {
+            "issue_id": issue_id,
+            "subject": email.subject,
+            "preheader": email.preheader,
+            "text": email.text,
+            "campaign": f"issue-{issue_id}",
+            "created_at": at,
+        }
         conn.execute(
-            sa.insert(db.snapshots).values(
-                issue_id=issue_id,
-                variant=VARIANT,
-                subject=email.subject,
-                preheader=email.preheader,
-                html=_html_merge_fields(email.html),
-                text=email.text,
-                campaign=f"issue-{issue_id}",
-                created_at=at,
-            )
+            sa.insert(db.snapshots),
+            [
+                {**snapshot, "variant": VARIANT, "html": tracked},
+                {
+                    **snapshot,
+                    "variant": WEB_VARIANT,
+                    "html": tracking.web_variant(email.html, settings),
+                },
+            ],
         )
+        tracking.save_links(conn, issue_id, links)
         rows = []
         total = 0
         for seq, (first, last, count) in enumerate(_ranges(conn, where, batch_size), 1):
@@ -189,6 +199,17 @@ def prepare(
         if not rows:
             _finish_if_done(conn, issue_id)
         return issues._pending_batches(conn, issue_id)
+
+
+def unsubscribe_list(engine: Engine, issue_id: int) -> int:
+    """The list an issue's unsubscribe link leaves: its list when it goes to one, else
+    0 (every list: an issue for several lists or for everyone cannot say which)."""
+    with engine.connect() as conn:
+        audience = conn.scalar(sa.select(db.issues.c.audience).where(db.issues.c.id == issue_id))
+        if not audience or len(audience) != 1:
+            return 0
+        list_id = conn.scalar(sa.select(db.lists.c.id).where(db.lists.c.name == audience[0]))
+    return int(list_id or 0)
 
 
 def _html_merge_fields(html: str) -> str:
@@ -261,6 +282,7 @@ class Sender:
         self.signer = Signer(settings.secret_key.get_secret_value())
         self.sleep = sleep
         self._snapshots: dict[int, Message] = {}
+        self._lists: dict[int, int] = {}
 
     # The steps, each its own short transaction.
 
@@ -331,7 +353,7 @@ class Sender:
             skipped = 0
             if not row.retry and row.attempts == 0:
                 skipped = self._materialise(conn, row, batch_id, issue, at)
-            skipped += self._skip_departed(conn, batch_id, at)
+            skipped += self._skip_departed(conn, batch_id, issue.audience, at)
             if skipped:
                 self._count(conn, row.issue_id, 0, 0, skipped)
             d, s = db.deliveries.c, db.subscribers.c
@@ -355,13 +377,13 @@ class Sender:
         where = audience_filter(
             conn, issue.audience, issue.started_at, batch.first_id, batch.last_id
         )
-        active = s.status == "active"
+        active = sa.and_(s.status == "active", s.paused.is_(False))
         rows = sa.select(
             sa.literal(batch.issue_id, db.ID),
             s.id,
             sa.literal(batch_id, db.ID),
             sa.case((active, "queued"), else_="skipped"),
-            sa.case((active, None), else_=s.status),
+            sa.case((active, None), (s.status == "active", "paused"), else_=s.status),
             sa.literal(at, db.UTCDateTime()),
         ).where(where)
         columns = ["issue_id", "subscriber_id", "batch_id", "status", "reason", "updated_at"]
@@ -372,10 +394,29 @@ class Sender:
         )
         return int(skipped or 0)
 
-    def _skip_departed(self, conn: Connection, batch_id: int, at: datetime) -> int:
-        """Queued recipients who unsubscribed, bounced or complained since: skipped."""
-        d, s = db.deliveries.c, db.subscribers.c
-        departed = sa.exists().where(s.id == d.subscriber_id, s.status != "active")
+    def _skip_departed(
+        self, conn: Connection, batch_id: int, audience: Sequence[str], at: datetime
+    ) -> int:
+        """Queued recipients who unsubscribed, bounced, complained, paused or left the
+        issue's lists since: skipped."""
+        d, s, m = db.deliveries.c, db.subscribers.c, db.memberships.c
+        departed = sa.or_(
+            sa.exists().where(
+                s.id == d.subscriber_id, sa.or_(s.status != "active", s.paused.is_(True))
+            ),
+            *(
+                [
+                    ~sa.exists().where(
+                        m.subscriber_id == d.subscriber_id,
+                        m.list_id.in_(
+                            sa.select(db.lists.c.id).where(db.lists.c.name.in_(list(audience)))
+                        ),
+                    )
+                ]
+                if audience
+                else []
+            ),
+        )
         return int(
             conn.execute(
                 sa.update(db.deliveries)
@@ -404,6 +445,7 @@ class Sender:
                 metadata={"issue": str(issue_id)},
             )
             self._snapshots[issue_id] = base
+            self._lists[issue_id] = unsubscribe_list(self.engine, issue_id)
         return Message(
             subject=base.subject,
             html=base.html,
@@ -417,13 +459,18 @@ class Sender:
 
     def _recipient(self, issue_id: int, sid: int, email: str, name: str) -> Recipient:
         base = self.settings.base_url
-        unsubscribe = f"{base}/unsubscribe/{self.signer.sign('unsubscribe', sid, issue_id)}"
+        if issue_id not in self._lists:
+            self._lists[issue_id] = unsubscribe_list(self.engine, issue_id)
+        list_id = self._lists[issue_id]
+        unsubscribe = f"{base}/unsubscribe/{self.signer.sign('unsubscribe', sid, list_id)}"
         return Recipient(
             subscriber_id=sid,
             email=email,
             name=name,
             fields={
                 "unsubscribe_url": unsubscribe,
+                "preferences_url": f"{base}/preferences/{self.signer.sign('preferences', sid)}",
+                "click_token": self.signer.sign("click", sid, issue_id),
                 "name": name,
                 "name_html": html_lib.escape(name),
             },

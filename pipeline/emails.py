@@ -41,6 +41,7 @@ from .templating import WIDTH, environment, site_context, wrap_text
 
 MERGE = {
     "unsubscribe_url": "%%unsubscribe_url%%",
+    "preferences_url": "%%preferences_url%%",
     "name": "%%name%%",
 }
 _MERGE_RE = re.compile(r"%%([a-z_]+)%%")
@@ -287,6 +288,7 @@ class EmailRenderer:
             view_url=view_url or with_utm(article_url(settings, first.slug), settings, campaign),
             home_url=with_utm(settings.base_url + "/", settings, campaign),
             unsubscribe_url=MERGE["unsubscribe_url"],
+            preferences_url=MERGE["preferences_url"],
             css=_css(settings.templates_dir),
         )
         env = environment(settings.templates_dir)

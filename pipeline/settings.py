@@ -101,6 +101,41 @@ DEFAULT_SHORTENERS = [
     "tiny.cc",
 ]
 
+# User agents of the link scanners that mail gateways and chat apps run on every link:
+# their requests are not a reader's click. Matched as substrings, ignoring case; an
+# empty user agent counts as a scanner too.
+DEFAULT_SCANNERS = [
+    "bot",
+    "crawler",
+    "spider",
+    "preview",
+    "barracuda",
+    "mimecast",
+    "proofpoint",
+    "urldefense",
+    "safelinks",
+    "messagelabs",
+    "symantec",
+    "forcepoint",
+    "trendmicro",
+    "sophos",
+    "ironport",
+    "fortiguard",
+    "google-safety",
+    "googleimageproxy",
+    "yahoomailproxy",
+    "facebookexternalhit",
+    "slack",
+    "discord",
+    "whatsapp",
+    "python-requests",
+    "python-urllib",
+    "curl/",
+    "wget/",
+    "go-http-client",
+    "headlesschrome",
+]
+
 
 def _env(name: str, default: Any) -> Any:
     """A setting also read from the unprefixed variable ``name`` (``REDIS_URL``)."""
@@ -173,6 +208,25 @@ class Settings(BaseSettings):
     error_min_recipients: int = Field(default=100, ge=1)
     beat_seconds: float = Field(default=5.0, gt=0)
     sweep_seconds: float = Field(default=15.0, gt=0)
+
+    # Subscriber service (letterpress serve)
+    admin_token: SecretStr = SecretStr("")
+    public_lists: list[str] = Field(default_factory=lambda: ["newsletter"])
+    confirm_hours: float = Field(default=72.0, gt=0)
+    signed_link_hours: float = Field(default=48.0, gt=0)
+    signup_per_ip_per_hour: int = Field(default=20, ge=1)
+    signup_per_address_per_day: int = Field(default=3, ge=1)
+    click_grace_seconds: float = Field(default=10.0, ge=0)
+    scanner_agents: list[str] = Field(default_factory=lambda: list(DEFAULT_SCANNERS))
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    webhook_max_age_seconds: int = Field(default=300, ge=10)
+    mailgun_webhook_signing_key: SecretStr = _env("MAILGUN_WEBHOOK_SIGNING_KEY", SecretStr(""))
+    sendgrid_webhook_public_key: str = _env("SENDGRID_WEBHOOK_PUBLIC_KEY", "")
+    postmark_webhook_user: str = _env("POSTMARK_WEBHOOK_USER", "")
+    postmark_webhook_password: SecretStr = _env("POSTMARK_WEBHOOK_PASSWORD", SecretStr(""))
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+    serve_workers: int = Field(default=2, ge=1)
+    forwarded_allow_ips: str = "127.0.0.1"
 
     # Affiliate links and disclosures
     affiliate_disclosure: str = DEFAULT_DISCLOSURE
@@ -273,11 +327,19 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         _FILE_VALUES.reset(token)
 
 
-SECRETS = {"secret_key", "mailgun_api_key", "sendgrid_api_key", "postmark_server_token"}
+SECRETS = {
+    "secret_key",
+    "admin_token",
+    "mailgun_api_key",
+    "sendgrid_api_key",
+    "postmark_server_token",
+    "mailgun_webhook_signing_key",
+    "postmark_webhook_password",
+}
 
 
 def _secret_variable(name: str) -> str:
-    return "LETTERPRESS_SECRET_KEY" if name == "secret_key" else name.upper()
+    return "LETTERPRESS_" + name.upper() if name in ("secret_key", "admin_token") else name.upper()
 
 
 def _describe(exc: ValidationError, config: Path | None) -> str:

@@ -36,6 +36,10 @@ class OutboxProvider:
         self.max_batch = min(LIMIT, settings.batch_size or LIMIT)
 
     def folder(self, message: Message) -> Path:
+        """``issue-<id>`` for an issue, ``<kind>`` for other mail (``signup-confirm``)."""
+        kind = _UNSAFE.sub("_", message.metadata.get("kind", ""))
+        if kind and "issue" not in message.metadata:
+            return self.root / kind
         issue = _UNSAFE.sub("_", message.metadata.get("issue", "")) or "unknown"
         return self.root / f"issue-{issue}"
 

@@ -1,0 +1,163 @@
+"""Click tracking and page views: which links an issue holds, and who followed them.
+
+When a send starts, every web link in the email is replaced by a redirect through the
+service, ``BASE/r/<token>/<n>``: the token (one merge field per recipient) is signed
+and names the subscriber and the issue; ``n`` is the link's place in the issue's list
+of links (``issue_links``), so the redirect can only lead where the issue led. A click
+is stored, and, when it is a person's, counts for the article the link leads to in the
+hot articles ranking. What is not a person's engagement is kept but ranks nothing: a
+HEAD request, a known link scanner, a click within ``click_grace_seconds`` of delivery
+(the gateway that opens every link as the message arrives).
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from . import db
+from .emails import personalise
+from .settings import Settings
+
+CLICK_FIELD = "%%click_token%%"
+
+# An anchor's href in the renderer's output (lxml and premailer quote attributes with ").
+_HREF = re.compile(r'(<a\b[^>]*?\bhref=")([^"]*)(")', re.IGNORECASE)
+_ARTICLE_PATH = re.compile(r"^/articles/([a-z0-9][a-z0-9-]*)/?$")
+
+
+@dataclass(frozen=True)
+class Link:
+    position: int
+    url: str
+    slug: str | None
+
+
+def track_links(html: str, settings: Settings) -> tuple[str, list[Link]]:
+    """The email with its web links sent through the redirect, and those links.
+
+    The same URL twice is one link. Merge fields (the unsubscribe link) and anything
+    that is not http(s) (mailto:) stay as they are."""
+    links: dict[str, Link] = {}
+
+    def swap(match: re.Match[str]) -> str:
+        url = html_lib.unescape(match.group(2))
+        if not url.startswith(("http://", "https://")) or "%%" in url:
+            return match.group(0)
+        link = links.get(url)
+        if link is None:
+            link = links[url] = Link(len(links), url, article_slug(url, settings))
+        redirect = f"{settings.base_url}/r/{CLICK_FIELD}/{link.position}"
+        return f"{match.group(1)}{redirect}{match.group(3)}"
+
+    return _HREF.sub(swap, html), list(links.values())
+
+
+def article_slug(url: str, settings: Settings) -> str | None:
+    """The slug of the site's article a URL leads to (query and fragment aside)."""
+    parts = urlsplit(url)
+    if (parts.hostname or "").lower() != settings.site_host.split(":")[0]:
+        return None
+    base_path = urlsplit(settings.base_url).path.rstrip("/")
+    path = parts.path
+    if base_path:
+        if not path.startswith(base_path + "/"):
+            return None
+        path = path[len(base_path) :]
+    match = _ARTICLE_PATH.match(path)
+    return match.group(1) if match else None
+
+
+def web_variant(email_html: str, settings: Settings) -> str:
+    """The email as a public web page: nobody's name, no personal links."""
+    public = f"{settings.base_url}/subscribe"
+    return personalise(
+        email_html,
+        {
+            "unsubscribe_url": public,
+            "preferences_url": public,
+            "name": "",
+            "name_html": "",
+            "click_token": "",
+        },
+    )
+
+
+def save_links(conn: sa.Connection, issue_id: int, links: list[Link]) -> None:
+    if links:
+        conn.execute(
+            sa.insert(db.issue_links),
+            [
+                {"issue_id": issue_id, "position": k.position, "url": k.url, "slug": k.slug}
+                for k in links
+            ],
+        )
+
+
+class LinkCache:
+    """An issue's links, read once per process: they never change after the send starts."""
+
+    def __init__(self, engine: Engine, size: int = 256) -> None:
+        self.engine = engine
+        self.size = size
+        self._issues: dict[int, dict[int, Link]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, issue_id: int, position: int) -> Link | None:
+        links = self._issues.get(issue_id)
+        if links is None:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(db.issue_links).where(db.issue_links.c.issue_id == issue_id)
+                ).all()
+            links = {int(r.position): Link(int(r.position), r.url, r.slug) for r in rows}
+            if links:  # an issue not sent yet may still get links: don't remember "none"
+                with self._lock:
+                    if len(self._issues) >= self.size:
+                        self._issues.pop(next(iter(self._issues)))
+                    self._issues[issue_id] = links
+        return links.get(position)
+
+
+def is_scanner(user_agent: str, settings: Settings) -> bool:
+    agent = user_agent.strip().lower()
+    return not agent or any(s in agent for s in settings.scanner_agents)
+
+
+def record_click(
+    engine: Engine,
+    settings: Settings,
+    issue_id: int,
+    subscriber_id: int,
+    position: int,
+    person: bool,
+) -> bool:
+    """Store the click; True when it counts as the subscriber's engagement.
+
+    One statement: the row goes in with ``engaged`` decided by the database from the
+    delivery's time (a click before ``click_grace_seconds`` after it is a scanner's).
+    A token for someone the issue never reached records nothing."""
+    at = db.now()
+    d = db.deliveries.c
+    grace = at - timedelta(seconds=settings.click_grace_seconds)
+    engaged = sa.and_(sa.literal(person), d.updated_at <= grace) if person else sa.false()
+    rows = sa.select(
+        sa.literal(issue_id, db.ID),
+        sa.literal(subscriber_id, sa.BigInteger),
+        sa.literal(position, sa.Integer),
+        sa.literal(at, db.UTCDateTime()),
+        sa.case((engaged, sa.true()), else_=sa.false()),
+    ).where(d.issue_id == issue_id, d.subscriber_id == subscriber_id, d.status == "sent")
+    columns = ["issue_id", "subscriber_id", "position", "at", "engaged"]
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.insert(db.clicks).from_select(columns, rows).returning(db.clicks.c.engaged)
+        ).first()
+    return bool(result and result.engaged)

@@ -1,0 +1,1 @@
+"""The subscriber service (``letterpress serve``): an ASGI application on uvicorn."""

@@ -1,0 +1,54 @@
+"""Fixed-window request limits (sign-ups per IP and per address).
+
+In Redis when it is configured, so every server process shares the count; in this
+process otherwise. Keys hold a keyed hash of the IP or address, never the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from typing import Any
+
+
+class Limits:
+    def __init__(self, redis: Any | None, prefix: str, secret: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._key = secret.encode("utf-8")
+        self._local: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def _name(self, kind: str, value: str) -> str:
+        digest = hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        return f"{self.prefix}:limit:{kind}:{digest}"
+
+    def hit(self, kind: str, value: str, limit: int, window: int) -> int:
+        """Count one request; 0 if it is within ``limit`` per ``window`` seconds, else the
+        seconds until the window ends."""
+        key = self._name(kind, value)
+        if self.redis is not None:
+            pipe = self.redis.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, window, nx=True)
+            pipe.ttl(key)
+            count, _, ttl = pipe.execute()
+            return 0 if int(count) <= limit else max(int(ttl), 1)
+        now = time.monotonic()
+        with self._lock:
+            count, until = self._local.get(key, (0, now + window))
+            if until <= now:
+                count, until = 0, now + window
+            self._local[key] = (count + 1, until)
+            if len(self._local) > 100_000:  # forget ended windows
+                self._local = {k: v for k, v in self._local.items() if v[1] > now}
+        return 0 if count + 1 <= limit else max(int(until - now), 1)
+
+    def first(self, kind: str, value: str, window: int) -> bool:
+        """True the first time ``value`` is seen in ``window`` seconds (a page view)."""
+        key = self._name(kind, value)
+        if self.redis is not None:
+            return bool(self.redis.set(key, 1, nx=True, ex=window))
+        return self.hit(kind, value, 1, window) == 0

@@ -1,0 +1,504 @@
+"""What subscribers and their mail clients reach: sign-up, confirmation, unsubscribe,
+preferences, their data, the issue archive, click redirects and page views.
+
+Every link that acts for a subscriber carries a signed token (``pipeline.tokens``); a
+GET never changes anything (link scanners follow GETs), a POST does. No cookies: the
+token is the only credential, and pages send no Referer that could leak it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zoneinfo
+from functools import cache
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException, Path, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from .. import consent, db, tracking
+from ..delivery import WEB_VARIANT
+from ..errors import NotFound
+from ..providers.base import ProviderError
+from ..subscribers import normalise_email
+from ..tokens import Claim
+from .app import Service, page_headers, service
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+Svc = Annotated[Service, Depends(service)]
+
+INVALID_LINK = "This link is not valid, or it has expired."
+ISSUE_PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:;"
+    " frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def _claim(svc: Service, purpose: str, token: str, max_hours: float | None = None) -> Claim:
+    if max_hours is None:
+        claim = svc.signer.verify(purpose, token)
+    else:
+        claim = svc.signer.verify_dated(purpose, token, max_hours)
+    if claim is None:
+        raise HTTPException(404, INVALID_LINK)
+    return claim
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _masked(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}{'•' * min(max(len(local) - 1, 1), 6)}@{domain}"
+
+
+@cache
+def _time_zones() -> list[str]:
+    return sorted(z for z in zoneinfo.available_timezones() if "/" in z or z == "UTC")
+
+
+# -- health and style -----------------------------------------------------------------------
+
+
+@router.get("/healthz", tags=["operations"], summary="Liveness and database check")
+def healthz(svc: Svc) -> dict[str, str]:
+    with svc.engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    return {"status": "ok"}
+
+
+@router.get("/service.css", include_in_schema=False)
+def stylesheet(svc: Svc) -> Response:
+    css = (svc.settings.templates_dir / "service" / "service.css").read_text(encoding="utf-8")
+    return Response(css, media_type="text/css", headers={"cache-control": "public, max-age=3600"})
+
+
+# -- sign-up (double opt-in) ----------------------------------------------------------------
+
+
+class SubscribeIn(BaseModel):
+    email: str = Field(max_length=320, description="The address to subscribe.")
+    name: str = Field(default="", max_length=200)
+    lists: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=20)
+
+
+class Accepted(BaseModel):
+    status: str = "pending"
+    message: str
+
+
+ACCEPTED = (
+    "If this address can receive our email, a message to confirm the subscription is on"
+    " its way. The subscription starts when the link in it is followed."
+)
+
+
+def _signup(
+    svc: Service, request: Request, tasks: BackgroundTasks, email: str, name: str, lists: list[str]
+) -> int:
+    """Rate limits, then the sign-up; 0, or the seconds to wait (429). Raises ValueError
+    for bad input. The answer is the same for new, known and suppressed addresses."""
+    s = svc.settings
+    wait = svc.limits.hit("signup-ip", _client(request), s.signup_per_ip_per_hour, 3600)
+    if wait:
+        return wait
+    address = normalise_email(email)
+    wait = svc.limits.hit("signup-address", address, s.signup_per_address_per_day, 86400)
+    if wait:
+        # Answer as if accepted: a limit per address must not tell anyone it is known.
+        return 0
+    signup = consent.signup(svc.engine, s, address, name, lists)
+    if signup.mail is not None:
+        tasks.add_task(_send_signup_mail, svc, signup, address, consent.check_name(name))
+    return 0
+
+
+def _send_signup_mail(svc: Service, signup: consent.Signup, email: str, name: str) -> None:
+    message, recipient = consent.signup_message(svc.settings, svc.signer, signup, email, name)
+    try:
+        result = svc.provider.send(message, [recipient], f"signup-{signup.subscriber_id}")
+    except ProviderError as exc:
+        log.warning(
+            "could not send the sign-up email to subscriber %s: %s", recipient.subscriber_id, exc
+        )
+        return
+    if result.rejected:
+        log.warning("the provider refused the sign-up email to subscriber %s", signup.subscriber_id)
+
+
+@router.get("/subscribe", response_class=HTMLResponse, tags=["subscribers"], summary="Sign-up form")
+def subscribe_form(svc: Svc) -> HTMLResponse:
+    values = {"email": "", "name": "", "lists": []}
+    return svc.page("subscribe.html", lists=svc.settings.public_lists, error="", values=values)
+
+
+@router.post(
+    "/subscribe",
+    response_class=HTMLResponse,
+    tags=["subscribers"],
+    summary="Sign up from the form",
+    responses={400: {"description": "Bad input"}, 429: {"description": "Too many sign-ups"}},
+)
+def subscribe_post(
+    svc: Svc,
+    request: Request,
+    tasks: BackgroundTasks,
+    email: Annotated[str, Form(max_length=320)],
+    name: Annotated[str, Form(max_length=200)] = "",
+    lists: Annotated[list[str] | None, Form(max_length=20)] = None,
+) -> HTMLResponse:
+    chosen = lists or []
+    try:
+        wait = _signup(svc, request, tasks, email, name, chosen)
+    except ValueError as exc:
+        values = {"email": email, "name": name, "lists": chosen}
+        return svc.page(
+            "subscribe.html", 400, lists=svc.settings.public_lists, error=str(exc), values=values
+        )
+    if wait:
+        page = svc.page(
+            "message.html",
+            429,
+            title="Too many sign-ups",
+            message=f"Too many sign-ups from your address. Try again in {wait // 60 + 1} minutes.",
+        )
+        page.headers["retry-after"] = str(wait)
+        return page
+    return svc.page("message.html", title="Check your inbox", message=ACCEPTED)
+
+
+@router.post(
+    "/api/subscribe",
+    status_code=202,
+    response_model=Accepted,
+    tags=["subscribers"],
+    summary="Sign up (JSON)",
+    responses={400: {"description": "Bad input"}, 429: {"description": "Too many sign-ups"}},
+)
+def subscribe_api(svc: Svc, request: Request, tasks: BackgroundTasks, body: SubscribeIn) -> Any:
+    try:
+        wait = _signup(svc, request, tasks, body.email, body.name, body.lists)
+    except ValueError as exc:
+        return JSONResponse({"detail": str(exc)}, 400)
+    if wait:
+        return JSONResponse(
+            {"detail": "too many sign-ups from this address; try again later"},
+            429,
+            headers={"retry-after": str(wait)},
+        )
+    return Accepted(message=ACCEPTED)
+
+
+@router.get(
+    "/confirm/{token}",
+    response_class=HTMLResponse,
+    tags=["subscribers"],
+    summary="Confirmation page",
+)
+def confirm_page(svc: Svc, token: str) -> HTMLResponse:
+    _claim(svc, "confirm", token, svc.settings.confirm_hours)
+    return svc.page("confirm.html")
+
+
+@router.post(
+    "/confirm/{token}",
+    response_class=HTMLResponse,
+    tags=["subscribers"],
+    summary="Confirm a subscription",
+)
+def confirm(svc: Svc, token: str) -> HTMLResponse:
+    claim = _claim(svc, "confirm", token, svc.settings.confirm_hours)
+    try:
+        consent.confirm(svc.engine, claim.subscriber_id)
+    except NotFound:
+        raise HTTPException(404, INVALID_LINK) from None
+    preferences = svc.signer.sign("preferences", claim.subscriber_id)
+    return svc.page(
+        "message.html",
+        title="You are subscribed",
+        message=f"Thank you: your subscription to {svc.settings.site_name} is confirmed.",
+        link=f"/preferences/{preferences}",
+        link_text="Choose what you receive",
+    )
+
+
+# -- unsubscribe (RFC 8058) -------------------------------------------------------------------
+
+
+def _list_name(svc: Service, list_id: int) -> str:
+    if not list_id:
+        return ""
+    with svc.engine.connect() as conn:
+        return conn.scalar(sa.select(db.lists.c.name).where(db.lists.c.id == list_id)) or ""
+
+
+@router.get(
+    "/unsubscribe/{token}",
+    response_class=HTMLResponse,
+    tags=["subscribers"],
+    summary="Unsubscribe page (changes nothing)",
+)
+def unsubscribe_page(svc: Svc, token: str) -> HTMLResponse:
+    claim = _claim(svc, "unsubscribe", token)
+    with svc.engine.connect() as conn:
+        email = conn.scalar(
+            sa.select(db.subscribers.c.email).where(db.subscribers.c.id == claim.subscriber_id)
+        )
+    if email is None:
+        return svc.page(
+            "message.html",
+            title="Not subscribed",
+            message="This address is not on our lists any more.",
+        )
+    return svc.page(
+        "unsubscribe.html",
+        email=_masked(email),
+        list_name=_list_name(svc, claim.ref),
+        preferences=f"/preferences/{svc.signer.sign('preferences', claim.subscriber_id)}",
+    )
+
+
+@router.post(
+    "/unsubscribe/{token}",
+    tags=["subscribers"],
+    summary="One-click unsubscribe (RFC 8058) and the page's button",
+    description=(
+        "The mailbox provider POSTs `List-Unsubscribe=One-Click` here; the page's button"
+        " does too. Idempotent: 200 every time for a valid token."
+    ),
+    response_class=HTMLResponse,
+)
+def unsubscribe(svc: Svc, token: str) -> HTMLResponse:
+    claim = _claim(svc, "unsubscribe", token)
+    consent.unsubscribe(svc.engine, claim.subscriber_id, claim.ref, "one-click")
+    list_name = _list_name(svc, claim.ref)
+    what = f"the {list_name} list" if list_name else f"all email from {svc.settings.site_name}"
+    return svc.page(
+        "message.html",
+        title="You are unsubscribed",
+        message=f"You will receive no more of {what}.",
+        link=f"/preferences/{svc.signer.sign('preferences', claim.subscriber_id)}",
+        link_text="Changed your mind? Your preferences",
+    )
+
+
+# -- preferences and data -------------------------------------------------------------------
+
+
+def _preferences_page(
+    svc: Service, sid: int, saved: bool = False, error: str = "", status: int = 200
+) -> HTMLResponse:
+    try:
+        prefs = consent.preferences(svc.engine, svc.settings, sid)
+    except NotFound:
+        raise HTTPException(404, INVALID_LINK) from None
+    signer = svc.signer
+    return svc.page(
+        "preferences.html",
+        status,
+        prefs=prefs,
+        email=prefs.email,
+        zones=_time_zones(),
+        saved=saved,
+        error=error,
+        export=f"/export/{signer.sign_dated('export', sid)}",
+        delete=f"/delete/{signer.sign_dated('delete', sid)}",
+        unsubscribe=f"/unsubscribe/{signer.sign('unsubscribe', sid, 0)}",
+    )
+
+
+@router.get(
+    "/preferences/{token}",
+    response_class=HTMLResponse,
+    tags=["subscribers"],
+    summary="Preferences page",
+)
+def preferences_page(svc: Svc, token: str) -> HTMLResponse:
+    return _preferences_page(svc, _claim(svc, "preferences", token).subscriber_id)
+
+
+@router.post(
+    "/preferences/{token}",
+    response_class=HTMLResponse,
+    tags=["subscribers"],
+    summary="Save preferences",
+)
+def preferences_save(
+    svc: Svc,
+    token: str,
+    time_zone: Annotated[str, Form(max_length=64)] = "UTC",
+    name: Annotated[str, Form(max_length=200)] = "",
+    lists: Annotated[list[str] | None, Form(max_length=20)] = None,
+    paused: Annotated[str, Form(max_length=10)] = "",
+) -> HTMLResponse:
+    sid = _claim(svc, "preferences", token).subscriber_id
+    try:
+        consent.update_preferences(
+            svc.engine,
+            svc.settings,
+            sid,
+            lists=lists or [],
+            time_zone=time_zone,
+            paused=bool(paused),
+            name=name,
+        )
+    except ValueError as exc:
+        return _preferences_page(svc, sid, error=str(exc), status=400)
+    except NotFound:
+        raise HTTPException(404, INVALID_LINK) from None
+    return _preferences_page(svc, sid, saved=True)
+
+
+@router.get(
+    "/export/{token}", tags=["subscribers"], summary="Everything held about the subscriber (JSON)"
+)
+def export(svc: Svc, token: str) -> Response:
+    claim = _claim(svc, "export", token, svc.settings.signed_link_hours)
+    try:
+        data = consent.export(svc.engine, claim.subscriber_id)
+    except NotFound:
+        raise HTTPException(404, INVALID_LINK) from None
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False),
+        media_type="application/json",
+        headers={
+            "content-disposition": 'attachment; filename="my-data.json"',
+            "cache-control": "no-store",
+        },
+    )
+
+
+@router.get(
+    "/delete/{token}",
+    response_class=HTMLResponse,
+    tags=["subscribers"],
+    summary="Deletion page (changes nothing)",
+)
+def delete_page(svc: Svc, token: str) -> HTMLResponse:
+    _claim(svc, "delete", token, svc.settings.signed_link_hours)
+    return svc.page("delete.html")
+
+
+@router.post(
+    "/delete/{token}",
+    response_class=HTMLResponse,
+    tags=["subscribers"],
+    summary="Delete the subscriber's data",
+)
+def delete(svc: Svc, token: str) -> HTMLResponse:
+    claim = _claim(svc, "delete", token, svc.settings.signed_link_hours)
+    consent.erase(svc.engine, claim.subscriber_id)
+    return svc.page(
+        "message.html",
+        title="Your data is deleted",
+        message="We hold nothing about you any more, and will send you nothing.",
+    )
+
+
+# -- the archive ------------------------------------------------------------------------------
+
+
+@router.get("/issues/", response_class=HTMLResponse, tags=["archive"], summary="Every sent issue")
+def archive(svc: Svc) -> HTMLResponse:
+    i, sn = db.issues.c, db.snapshots.c
+    with svc.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(i.id, i.subject, i.started_at)
+            .join(db.snapshots, sa.and_(sn.issue_id == i.id, sn.variant == WEB_VARIANT))
+            .where(i.status.in_(["sending", "sent"]))
+            .order_by(i.started_at.desc())
+            .limit(500)
+        ).all()
+    page = svc.page("archive.html", issues=rows)
+    page.headers["cache-control"] = "public, max-age=300"
+    return page
+
+
+@router.get(
+    "/issues/{issue_id}/",
+    response_class=HTMLResponse,
+    tags=["archive"],
+    summary="An issue's web version",
+)
+def issue_page(svc: Svc, issue_id: int) -> HTMLResponse:
+    sn = db.snapshots.c
+    with svc.engine.connect() as conn:
+        html = conn.scalar(
+            sa.select(sn.html).where(sn.issue_id == issue_id, sn.variant == WEB_VARIANT)
+        )
+    if html is None:
+        raise HTTPException(404, "No such issue.")
+    return HTMLResponse(
+        html,
+        headers={"content-security-policy": ISSUE_PAGE_CSP, "cache-control": "public, max-age=300"},
+    )
+
+
+# -- engagement ---------------------------------------------------------------------------------
+
+
+def _link(svc: Service, token: str, position: int) -> tuple[Claim, tracking.Link]:
+    claim = svc.signer.verify("click", token)
+    link = svc.links.get(claim.ref, position) if claim and 0 <= position < 10_000 else None
+    if claim is None or link is None:
+        raise HTTPException(404, "This link is not one of ours.")
+    return claim, link
+
+
+REDIRECT_HEADERS = {"cache-control": "no-store", "referrer-policy": "no-referrer-when-downgrade"}
+
+
+@router.get(
+    "/r/{token}/{position}",
+    status_code=302,
+    tags=["tracking"],
+    summary="Click redirect",
+    description="Records the click and redirects to the issue's link, and only there.",
+    responses={302: {"description": "To the link"}, 404: {"description": "Not a link of ours"}},
+    response_class=RedirectResponse,
+)
+def click(svc: Svc, request: Request, token: str, position: int) -> RedirectResponse:
+    claim, link = _link(svc, token, position)
+    person = not tracking.is_scanner(request.headers.get("user-agent", ""), svc.settings)
+    engaged = tracking.record_click(
+        svc.engine, svc.settings, claim.ref, claim.subscriber_id, position, person
+    )
+    if engaged and link.slug and svc.engagement is not None:
+        svc.engagement.record_click(link.slug)
+    return RedirectResponse(link.url, 302, headers=REDIRECT_HEADERS)
+
+
+@router.head(
+    "/r/{token}/{position}",
+    status_code=302,
+    tags=["tracking"],
+    summary="Click redirect, checked (records nothing)",
+    responses={302: {"description": "To the link"}, 404: {"description": "Not a link of ours"}},
+    response_class=RedirectResponse,
+)
+def click_head(svc: Svc, token: str, position: int) -> RedirectResponse:
+    return RedirectResponse(_link(svc, token, position)[1].url, 302, headers=REDIRECT_HEADERS)
+
+
+@router.post(
+    "/v/{slug}",
+    status_code=204,
+    tags=["tracking"],
+    summary="Page-view beacon of an article page",
+    response_class=Response,
+)
+def view(svc: Svc, request: Request, slug: Annotated[str, Path(max_length=200)]) -> Response:
+    agent = request.headers.get("user-agent", "")
+    if (
+        svc.engagement is not None
+        and not tracking.is_scanner(agent, svc.settings)
+        and slug in svc.article_slugs()
+        and svc.limits.first("view", f"{_client(request)}|{slug}", 1800)
+    ):
+        svc.engagement.record_view(slug)
+    return Response(status_code=204, headers=page_headers())
