@@ -122,9 +122,9 @@ def signup(
 
 def check_name(name: str) -> str:
     """A display name: one line (a name goes into headers), at most 200 characters."""
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029" for c in name):
+        raise ValueError("the name contains control characters (line breaks, tabs)")
     name = " ".join(name.split())
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise ValueError("the name contains control characters")
     if len(name) > 200:
         raise ValueError("the name is longer than 200 characters")
     return name

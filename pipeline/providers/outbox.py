@@ -49,7 +49,10 @@ class OutboxProvider:
         try:
             for recipient in recipients:
                 email = mime.build(message, recipient, headers={BATCH_HEADER: key})
-                atomic_write(folder / f"{recipient.subscriber_id}.eml", email.as_bytes())
+                name = f"{recipient.subscriber_id}.eml"
+                if "issue" not in message.metadata:  # other mail: one file per message
+                    name = f"{recipient.subscriber_id}-{_UNSAFE.sub('_', key)}.eml"
+                atomic_write(folder / name, email.as_bytes())
                 result.accepted[recipient.subscriber_id] = str(email["Message-ID"])
         except OSError as exc:
             raise Transient(f"outbox: cannot write into {folder}: {exc}", partial=result) from exc

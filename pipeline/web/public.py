@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import zoneinfo
 from functools import cache
 from typing import Annotated, Any
@@ -121,7 +122,8 @@ def _signup(
 def _send_signup_mail(svc: Service, signup: consent.Signup, email: str, name: str) -> None:
     message, recipient = consent.signup_message(svc.settings, svc.signer, signup, email, name)
     try:
-        result = svc.provider.send(message, [recipient], f"signup-{signup.subscriber_id}")
+        key = f"signup-{signup.subscriber_id}-{time.time_ns()}"
+        result = svc.provider.send(message, [recipient], key)
     except ProviderError as exc:
         log.warning(
             "could not send the sign-up email to subscriber %s: %s", recipient.subscriber_id, exc
