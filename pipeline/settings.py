@@ -225,6 +225,7 @@ class Settings(BaseSettings):
     postmark_webhook_user: str = _env("POSTMARK_WEBHOOK_USER", "")
     postmark_webhook_password: SecretStr = _env("POSTMARK_WEBHOOK_PASSWORD", SecretStr(""))
     max_body_bytes: int = Field(default=65_536, ge=1024)
+    webhook_max_body_bytes: int = Field(default=5_000_000, ge=1024)
     serve_workers: int = Field(default=2, ge=1)
     forwarded_allow_ips: str = "127.0.0.1"
 

@@ -125,20 +125,24 @@ def service(request: Request) -> Service:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, before a handler reads them;
-    add the security headers to every answer."""
+    """Refuse request bodies over ``limit`` bytes (``webhook_limit`` under /webhooks/:
+    providers post events in batches) with 413, before a handler reads them; add the
+    security headers to every answer."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, webhook_limit: int) -> None:
         self.app = app
-        self.limit = limit
+        self.default_limit = limit
+        self.webhook_limit = webhook_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        hook = str(scope.get("path", "")).startswith("/webhooks/")
+        limit = self.webhook_limit if hook else self.default_limit
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _too_large(send, self.limit)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _too_large(send, limit)
             return
         seen = 0
         started = False
@@ -148,7 +152,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise _TooLarge
             return message
 
@@ -165,7 +169,7 @@ class BodyLimit:
             await self.app(scope, limited, with_headers)
         except _TooLarge:
             if not started:
-                await _too_large(send, self.limit)
+                await _too_large(send, limit)
 
 
 class _TooLarge(Exception):
@@ -248,7 +252,9 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         # uvicorn logs the exception itself; the client learns nothing of it.
         return JSONResponse({"detail": "internal error; it has been logged"}, 500)
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, limit=settings.max_body_bytes, webhook_limit=settings.webhook_max_body_bytes
+    )
     return app
 
 

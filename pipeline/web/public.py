@@ -33,6 +33,9 @@ router = APIRouter()
 Svc = Annotated[Service, Depends(service)]
 
 INVALID_LINK = "This link is not valid, or it has expired."
+MAX_ID = 2**63 - 1  # the largest id the databases store
+Token = Annotated[str, Path(max_length=80)]
+Position = Annotated[int, Path(ge=0, le=9999)]
 ISSUE_PAGE_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:;"
     " frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -202,7 +205,7 @@ def subscribe_api(svc: Svc, request: Request, tasks: BackgroundTasks, body: Subs
     tags=["subscribers"],
     summary="Confirmation page",
 )
-def confirm_page(svc: Svc, token: str) -> HTMLResponse:
+def confirm_page(svc: Svc, token: Token) -> HTMLResponse:
     _claim(svc, "confirm", token, svc.settings.confirm_hours)
     return svc.page("confirm.html")
 
@@ -213,7 +216,7 @@ def confirm_page(svc: Svc, token: str) -> HTMLResponse:
     tags=["subscribers"],
     summary="Confirm a subscription",
 )
-def confirm(svc: Svc, token: str) -> HTMLResponse:
+def confirm(svc: Svc, token: Token) -> HTMLResponse:
     claim = _claim(svc, "confirm", token, svc.settings.confirm_hours)
     try:
         consent.confirm(svc.engine, claim.subscriber_id)
@@ -245,7 +248,7 @@ def _list_name(svc: Service, list_id: int) -> str:
     tags=["subscribers"],
     summary="Unsubscribe page (changes nothing)",
 )
-def unsubscribe_page(svc: Svc, token: str) -> HTMLResponse:
+def unsubscribe_page(svc: Svc, token: Token) -> HTMLResponse:
     claim = _claim(svc, "unsubscribe", token)
     with svc.engine.connect() as conn:
         email = conn.scalar(
@@ -275,7 +278,7 @@ def unsubscribe_page(svc: Svc, token: str) -> HTMLResponse:
     ),
     response_class=HTMLResponse,
 )
-def unsubscribe(svc: Svc, token: str) -> HTMLResponse:
+def unsubscribe(svc: Svc, token: Token) -> HTMLResponse:
     claim = _claim(svc, "unsubscribe", token)
     consent.unsubscribe(svc.engine, claim.subscriber_id, claim.ref, "one-click")
     list_name = _list_name(svc, claim.ref)
@@ -320,7 +323,7 @@ def _preferences_page(
     tags=["subscribers"],
     summary="Preferences page",
 )
-def preferences_page(svc: Svc, token: str) -> HTMLResponse:
+def preferences_page(svc: Svc, token: Token) -> HTMLResponse:
     return _preferences_page(svc, _claim(svc, "preferences", token).subscriber_id)
 
 
@@ -332,7 +335,7 @@ def preferences_page(svc: Svc, token: str) -> HTMLResponse:
 )
 def preferences_save(
     svc: Svc,
-    token: str,
+    token: Token,
     time_zone: Annotated[str, Form(max_length=64)] = "UTC",
     name: Annotated[str, Form(max_length=200)] = "",
     lists: Annotated[list[str] | None, Form(max_length=20)] = None,
@@ -359,7 +362,7 @@ def preferences_save(
 @router.get(
     "/export/{token}", tags=["subscribers"], summary="Everything held about the subscriber (JSON)"
 )
-def export(svc: Svc, token: str) -> Response:
+def export(svc: Svc, token: Token) -> Response:
     claim = _claim(svc, "export", token, svc.settings.signed_link_hours)
     try:
         data = consent.export(svc.engine, claim.subscriber_id)
@@ -381,7 +384,7 @@ def export(svc: Svc, token: str) -> Response:
     tags=["subscribers"],
     summary="Deletion page (changes nothing)",
 )
-def delete_page(svc: Svc, token: str) -> HTMLResponse:
+def delete_page(svc: Svc, token: Token) -> HTMLResponse:
     _claim(svc, "delete", token, svc.settings.signed_link_hours)
     return svc.page("delete.html")
 
@@ -392,7 +395,7 @@ def delete_page(svc: Svc, token: str) -> HTMLResponse:
     tags=["subscribers"],
     summary="Delete the subscriber's data",
 )
-def delete(svc: Svc, token: str) -> HTMLResponse:
+def delete(svc: Svc, token: Token) -> HTMLResponse:
     claim = _claim(svc, "delete", token, svc.settings.signed_link_hours)
     consent.erase(svc.engine, claim.subscriber_id)
     return svc.page(
@@ -427,7 +430,7 @@ def archive(svc: Svc) -> HTMLResponse:
     tags=["archive"],
     summary="An issue's web version",
 )
-def issue_page(svc: Svc, issue_id: int) -> HTMLResponse:
+def issue_page(svc: Svc, issue_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> HTMLResponse:
     sn = db.snapshots.c
     with svc.engine.connect() as conn:
         html = conn.scalar(
@@ -446,7 +449,7 @@ def issue_page(svc: Svc, issue_id: int) -> HTMLResponse:
 
 def _link(svc: Service, token: str, position: int) -> tuple[Claim, tracking.Link]:
     claim = svc.signer.verify("click", token)
-    link = svc.links.get(claim.ref, position) if claim and 0 <= position < 10_000 else None
+    link = svc.links.get(claim.ref, position) if claim else None
     if claim is None or link is None:
         raise HTTPException(404, "This link is not one of ours.")
     return claim, link
@@ -464,7 +467,7 @@ REDIRECT_HEADERS = {"cache-control": "no-store", "referrer-policy": "no-referrer
     responses={302: {"description": "To the link"}, 404: {"description": "Not a link of ours"}},
     response_class=RedirectResponse,
 )
-def click(svc: Svc, request: Request, token: str, position: int) -> RedirectResponse:
+def click(svc: Svc, request: Request, token: Token, position: Position) -> RedirectResponse:
     claim, link = _link(svc, token, position)
     person = not tracking.is_scanner(request.headers.get("user-agent", ""), svc.settings)
     engaged = tracking.record_click(
@@ -483,7 +486,7 @@ def click(svc: Svc, request: Request, token: str, position: int) -> RedirectResp
     responses={302: {"description": "To the link"}, 404: {"description": "Not a link of ours"}},
     response_class=RedirectResponse,
 )
-def click_head(svc: Svc, token: str, position: int) -> RedirectResponse:
+def click_head(svc: Svc, token: Token, position: Position) -> RedirectResponse:
     return RedirectResponse(_link(svc, token, position)[1].url, 302, headers=REDIRECT_HEADERS)
 
 
