@@ -244,6 +244,8 @@ class Settings(BaseSettings):
     hot_view_weight: float = Field(default=1.0, ge=0)
     hot_click_weight: float = Field(default=3.0, ge=0)
     hot_title_words: int = Field(default=9, ge=1)
+    # Article pages report a view to the service (POST BASE/v/<slug>) for the ranking.
+    page_view_beacon: bool = True
 
     # Email
     email_full_articles: int = Field(default=1, ge=0)

@@ -208,6 +208,7 @@ def article_page(
         category_slug=slugify_heading(article.category),
         series_slug=slugify_heading(article.series) if article.series else "",
         json_ld=_json_ld(settings, article, body, url),
+        beacon=settings.page_view_beacon,
         absolute=lambda src: src if "://" in src else settings.base_url + "/" + src.lstrip("/"),
     )
     return env.get_template("web/article.html").render(ctx)

@@ -53,8 +53,8 @@ FROM_ENVIRONMENT = re.compile(
 # ${VAR:?message} or ${VAR?message}: Compose refuses to start without VAR.
 REQUIRED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}")
 
-SERVICES = {"redis", "postgres", "migrate", "worker", "beat", "flower", "mailpit"}
-APP_SERVICES = ("migrate", "worker", "beat")  # the services that run Letterpress
+SERVICES = {"redis", "postgres", "migrate", "web", "worker", "beat", "flower", "mailpit"}
+APP_SERVICES = ("migrate", "web", "worker", "beat")  # the services that run Letterpress
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -456,14 +456,14 @@ def test_every_dependency_waits_until_ready(compose: Document) -> None:
 def test_the_app_waits_for_its_services_and_the_migration(compose: Document) -> None:
     services = compose["services"]
     assert set(services["migrate"]["depends_on"]) == {"postgres"}
-    for name in ("worker", "beat"):
+    for name in ("web", "worker", "beat"):
         assert {"redis", "postgres", "migrate"} <= set(services[name]["depends_on"]), name
     assert set(services["flower"]["depends_on"]) == {"redis"}
 
 
 def test_every_long_running_service_has_a_healthcheck(compose: Document) -> None:
     assert healthcheck_problems(compose) == []
-    for name in ("redis", "postgres", "worker", "beat", "flower", "mailpit"):
+    for name in ("redis", "postgres", "web", "worker", "beat", "flower", "mailpit"):
         assert restarts(compose["services"][name]), f"{name} is not restarted"
 
 

@@ -61,7 +61,7 @@ def mails(folder: Path, timeout: float = 10.0, count: int = 1) -> list[EmailMess
     while True:
         files = sorted(folder.glob("*.eml")) if folder.is_dir() else []
         if len(files) >= count or time.monotonic() > deadline:
-            return [message_from_bytes(f.read_bytes(), policy=default) for f in files]  # type: ignore[misc]
+            return [message_from_bytes(f.read_bytes(), policy=default) for f in files]
         time.sleep(0.05)
 
 
