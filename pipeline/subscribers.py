@@ -428,7 +428,7 @@ class _Columns:
         attributes: list[tuple[int, str]] = []
         seen: set[str] = set()
         for index, raw in enumerate(header):
-            title = raw.strip()
+            title = _unsafe_cell(raw).strip()
             if not title:
                 raise LetterpressError(
                     f"{where}: column {index + 1} of the header has no name: name it or delete it"
@@ -481,6 +481,8 @@ def _parse(columns: _Columns, fields: list[str], line: int) -> _Row:
             f"{len(fields)} fields where the header has {columns.width}"
             " (a missing or extra comma, or an unquoted comma in a value?)"
         )
+    if any(f.startswith("'") for f in fields):
+        fields = [_unsafe_cell(f) for f in fields]
     email = normalise_email(fields[columns.email])
     name = "" if columns.name is None else _check_name(fields[columns.name])
     time_zone = ""
@@ -1153,7 +1155,7 @@ def export_csv(
         keys = _attribute_keys(conn, list_id, status)
         names = dict(conn.execute(sa.select(lists.c.id, lists.c.name)).all())
     writer = csv.writer(out)
-    writer.writerow([*EXPORT_COLUMNS, *keys])
+    writer.writerow([*EXPORT_COLUMNS, *[_safe_cell(key) for key in keys]])
     written = 0
     pages = _pages(engine, _filtered(sa.select(subscribers), list_id, status))
     for page, member in pages:
@@ -1161,8 +1163,8 @@ def export_csv(
             attributes = row.attributes
             writer.writerow(
                 [
-                    row.email,
-                    row.name,
+                    _safe_cell(row.email),
+                    _safe_cell(row.name),
                     row.status,
                     row.time_zone,
                     LIST_SEPARATOR.join(sorted(names[lid] for lid in member.get(row.id, ()))),
@@ -1176,7 +1178,23 @@ def export_csv(
 
 
 def _cell(value: Any) -> str:
-    return "" if value is None else str(value)
+    return "" if value is None else _safe_cell(str(value))
+
+
+# A cell that starts like a formula is run by spreadsheets (CSV injection, OWASP): the
+# export prefixes it with ', which spreadsheets show as text, and the import takes the
+# prefix off again, so an export imports back unchanged.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _safe_cell(text: str) -> str:
+    return f"'{text}" if text.lstrip("'").startswith(_FORMULA_START) else text
+
+
+def _unsafe_cell(text: str) -> str:
+    if text.startswith("'") and text.lstrip("'").startswith(_FORMULA_START):
+        return text[1:]
+    return text
 
 
 EXPORT_PAGE = 5000

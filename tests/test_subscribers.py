@@ -412,25 +412,31 @@ def test_an_export_imports_back_into_the_same_state(database_url: str, tmp_path:
     gone = subs.add(engine, "gone@example.org", status="active", lists=["weekly"])
     subs.set_status(engine, gone, "complained")
     subs.add(engine, "nolists@example.org", name="Nobody")
+    subs.add(engine, "=1+x@example.org", name='=HYPERLINK("http://evil.example/")',
+             attributes={"@cmd": "+1", "note": "'-2"})  # fmt: skip
     path = write_csv(tmp_path / "more.csv", "email,name,tier", "dee@example.org,Dee,gold")
     subs.import_csv(engine, path)
     before = state(engine)
 
     out = io.StringIO()
-    assert subs.export_csv(engine, out) == 6
+    assert subs.export_csv(engine, out) == 7
     exported = out.getvalue()
     assert exported.splitlines()[0] == (
-        "email,name,status,time_zone,lists,created_at,confirmed_at,Company,note,plan,tier"
+        "email,name,status,time_zone,lists,created_at,confirmed_at,'@cmd,Company,note,plan,tier"
     )
+    # Spreadsheets read no formula in it (OWASP CSV injection): such cells start with '.
+    formula = next(line for line in exported.splitlines() if "HYPERLINK" in line)
+    assert formula.startswith("'=1+x@example.org,\"'=HYPERLINK(")
+    assert ",'+1," in formula and ",''-2," in formula
     second = db.engine(fresh(database_url, tmp_path))
     (tmp_path / "export.csv").write_text(exported, encoding="utf-8", newline="")
     report = subs.import_csv(second, tmp_path / "export.csv")
-    assert (report.new, report.problems) == (6, [])
+    assert (report.new, report.problems) == (7, [])
     assert state(second) == before
     again = io.StringIO()
     subs.export_csv(second, again)
     assert again.getvalue() == exported
-    assert subs.import_csv(second, tmp_path / "export.csv").unchanged == 5  # + 1 kept
+    assert subs.import_csv(second, tmp_path / "export.csv").unchanged == 6  # + 1 kept
 
 
 def test_export_selects_by_list_and_status(database_url: str) -> None:
