@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,11 @@ class Engagement:
 
     def record_click(self, slug: str, at: float | None = None) -> None:
         self._add(2, slug, self.settings.hot_click_weight, at)
+
+    def record_clicks(self, slugs: Iterable[str]) -> None:
+        """Several clicks at once: one call per article (decay is linear in the weight)."""
+        for slug, n in Counter(slugs).items():
+            self._add(2, slug, self.settings.hot_click_weight * n, None)
 
     def scores(self) -> dict[str, float]:
         """Weighted, decayed engagement per slug (only relative sizes mean anything)."""

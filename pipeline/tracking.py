@@ -15,8 +15,10 @@ from __future__ import annotations
 import html as html_lib
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -110,6 +112,10 @@ class LinkCache:
         self._issues: dict[int, dict[int, Link]] = {}
         self._lock = threading.Lock()
 
+    def known(self, issue_id: int) -> bool:
+        """Whether ``get`` answers for this issue without reading the database."""
+        return issue_id in self._issues
+
     def get(self, issue_id: int, position: int) -> Link | None:
         links = self._issues.get(issue_id)
         if links is None:
@@ -131,33 +137,48 @@ def is_scanner(user_agent: str, settings: Settings) -> bool:
     return not agent or any(s in agent for s in settings.scanner_agents)
 
 
-def record_click(
-    engine: Engine,
-    settings: Settings,
-    issue_id: int,
-    subscriber_id: int,
-    position: int,
-    person: bool,
-) -> bool:
-    """Store the click; True when it counts as the subscriber's engagement.
+@dataclass(frozen=True)
+class Click:
+    issue_id: int
+    subscriber_id: int
+    position: int
+    person: bool  # not a HEAD request, not a known scanner
+    slug: str | None = None  # the article the link leads to
 
-    One statement: the row goes in with ``engaged`` decided by the database from the
-    delivery's time (a click before ``click_grace_seconds`` after it is a scanner's).
-    A token for someone the issue never reached records nothing."""
-    at = db.now()
+
+def record_clicks(conn: sa.Connection, settings: Settings, clicks: Sequence[Click]) -> list[bool]:
+    """Store clicks of people the issue reached (a token for anyone else records
+    nothing); for each, whether it counts as engagement. A click sooner than
+    ``click_grace_seconds`` after the delivery is a scanner's, whoever it claims to be.
+    Two statements for any number of clicks."""
     d = db.deliveries.c
+    at = db.now()
+    pairs = sorted({(c.issue_id, c.subscriber_id) for c in clicks})
+    delivered: dict[tuple[int, int], datetime] = {
+        (int(r.issue_id), int(r.subscriber_id)): r.updated_at
+        for r in conn.execute(
+            sa.select(d.issue_id, d.subscriber_id, d.updated_at).where(
+                sa.tuple_(d.issue_id, d.subscriber_id).in_(pairs), d.status == "sent"
+            )
+        )
+    }
     grace = at - timedelta(seconds=settings.click_grace_seconds)
-    engaged = sa.and_(sa.literal(person), d.updated_at <= grace) if person else sa.false()
-    rows = sa.select(
-        sa.literal(issue_id, db.ID),
-        sa.literal(subscriber_id, sa.BigInteger),
-        sa.literal(position, sa.Integer),
-        sa.literal(at, db.UTCDateTime()),
-        sa.case((engaged, sa.true()), else_=sa.false()),
-    ).where(d.issue_id == issue_id, d.subscriber_id == subscriber_id, d.status == "sent")
-    columns = ["issue_id", "subscriber_id", "position", "at", "engaged"]
-    with engine.begin() as conn:
-        result = conn.execute(
-            sa.insert(db.clicks).from_select(columns, rows).returning(db.clicks.c.engaged)
-        ).first()
-    return bool(result and result.engaged)
+    rows: list[dict[str, Any]] = []
+    engaged: list[bool] = []
+    for click in clicks:
+        sent_at = delivered.get((click.issue_id, click.subscriber_id))
+        counts = sent_at is not None and click.person and sent_at <= grace
+        engaged.append(counts)
+        if sent_at is not None:
+            rows.append(
+                {
+                    "issue_id": click.issue_id,
+                    "subscriber_id": click.subscriber_id,
+                    "position": click.position,
+                    "at": at,
+                    "engaged": counts,
+                }
+            )
+    if rows:
+        conn.execute(sa.insert(db.clicks), rows)
+    return engaged

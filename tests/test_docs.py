@@ -49,7 +49,7 @@ def readme_commands() -> list[list[str]]:
     return [shlex.split(line.split("#")[0])[1:] for line in block.splitlines() if line.strip()]
 
 
-LONG_RUNNING = {"worker", "metrics"}
+LONG_RUNNING = {"worker", "metrics", "serve"}
 
 
 def test_every_command_in_the_readme_runs_in_order(

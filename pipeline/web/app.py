@@ -10,6 +10,7 @@ same way every other command does.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -20,7 +21,7 @@ from typing import Any
 import jinja2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,6 +36,7 @@ from ..templating import environment, site_context
 from ..tokens import Signer
 from ..tracking import LinkCache
 from .limits import Limits
+from .writer import GroupWriter
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class Service:
     redis: Any | None
     provider_override: Provider | None = None
     _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
+    list_names: dict[int, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @cached_property
@@ -78,6 +81,10 @@ class Service:
     @cached_property
     def links(self) -> LinkCache:
         return LinkCache(self.engine)
+
+    @cached_property
+    def writer(self) -> GroupWriter:
+        return GroupWriter(self.engine, self.settings, self.engagement)
 
     @cached_property
     def limits(self) -> Limits:
@@ -119,9 +126,14 @@ def page_headers() -> dict[str, str]:
     return {"content-security-policy": PAGE_CSP, "cache-control": "no-store"}
 
 
-def service(request: Request) -> Service:
+def current(request: Request) -> Service:
     svc: Service = request.app.state.service
     return svc
+
+
+async def service(request: Request) -> Service:
+    """The dependency; async, so FastAPI calls it in the event loop, not a thread."""
+    return current(request)
 
 
 class BodyLimit:
@@ -170,6 +182,49 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await _too_large(send, limit)
+
+
+_CLICK = re.compile(r"/r/([A-Za-z0-9_.-]{1,80})/([0-9]{1,4})")
+_UNSUBSCRIBE = re.compile(r"/unsubscribe/([A-Za-z0-9_.-]{1,80})")
+
+
+class FastPaths:
+    """The two paths mail traffic hammers, GET /r/… and POST /unsubscribe/…, answered
+    without the framework's routing, dependency injection and validation, by the same
+    functions as their routes (``public.follow`` and ``public.one_click``). Only a
+    request that is exactly right is answered here; anything else (a bad token, an
+    unknown link, a malformed path) goes on to the application, which answers it."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path, method = scope["path"], scope["method"]
+            if method == "GET" and (m := _CLICK.fullmatch(path)):
+                from .public import REDIRECT_HEADERS, follow
+
+                agent = dict(scope.get("headers") or []).get(b"user-agent", b"")
+                url = await follow(
+                    self.service, m.group(1), int(m.group(2)), agent.decode("latin-1")
+                )
+                if url is not None:
+                    redirect = RedirectResponse(url, 302, headers=REDIRECT_HEADERS)
+                    await redirect(scope, receive, send)
+                    return
+            elif method == "POST" and (m := _UNSUBSCRIBE.fullmatch(path)):
+                claim = self.service.signer.verify("unsubscribe", m.group(1))
+                if claim is not None:
+                    from .public import one_click
+
+                    message = await receive()  # the body (List-Unsubscribe=One-Click)
+                    while message.get("more_body"):
+                        message = await receive()
+                    page = await one_click(self.service, claim)
+                    await page(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class _TooLarge(Exception):
@@ -223,6 +278,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
 
     from . import admin, hooks, public
 
+    app.include_router(public.hot)
     app.include_router(public.router)
     app.include_router(hooks.router)
     app.include_router(admin.router)
@@ -232,7 +288,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         headers = dict(exc.headers or {})
         if _wants_json(request):
             return JSONResponse({"detail": exc.detail}, exc.status_code, headers=headers)
-        svc = service(request)
+        svc = current(request)
         page = svc.page("error.html", exc.status_code, message=str(exc.detail))
         page.headers.update(headers)
         return page
@@ -245,13 +301,14 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         if _wants_json(request):
             return JSONResponse({"detail": problems}, 422)
         text = "; ".join(f"{p['where']}: {p['problem']}" for p in problems)
-        return service(request).page("error.html", 422, message=text)
+        return current(request).page("error.html", 422, message=text)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception) -> Response:
         # uvicorn logs the exception itself; the client learns nothing of it.
         return JSONResponse({"detail": "internal error; it has been logged"}, 500)
 
+    app.add_middleware(FastPaths, service=app.state.service)
     app.add_middleware(
         BodyLimit, limit=settings.max_body_bytes, webhook_limit=settings.webhook_max_body_bytes
     )

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from .. import consent, db, tracking
 from ..delivery import WEB_VARIANT
@@ -27,9 +28,12 @@ from ..providers.base import ProviderError
 from ..subscribers import normalise_email
 from ..tokens import Claim
 from .app import Service, page_headers, service
+from .writer import Unsubscribe
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+# The two busiest routes, matched before all others (routing is a linear scan).
+hot = APIRouter()
 Svc = Annotated[Service, Depends(service)]
 
 INVALID_LINK = "This link is not valid, or it has expired."
@@ -274,7 +278,7 @@ def unsubscribe_page(svc: Svc, token: Token) -> HTMLResponse:
     )
 
 
-@router.post(
+@hot.post(
     "/unsubscribe/{token}",
     tags=["subscribers"],
     summary="One-click unsubscribe (RFC 8058) and the page's button",
@@ -284,10 +288,16 @@ def unsubscribe_page(svc: Svc, token: Token) -> HTMLResponse:
     ),
     response_class=HTMLResponse,
 )
-def unsubscribe(svc: Svc, token: Token) -> HTMLResponse:
-    claim = _claim(svc, "unsubscribe", token)
-    consent.unsubscribe(svc.engine, claim.subscriber_id, claim.ref, "one-click")
-    list_name = _list_name(svc, claim.ref)
+async def unsubscribe(svc: Svc, token: Token) -> HTMLResponse:
+    return await one_click(svc, _claim(svc, "unsubscribe", token))
+
+
+async def one_click(svc: Service, claim: Claim) -> HTMLResponse:
+    """Unsubscribe, committed before the answer (also reached through ``FastPaths``)."""
+    await svc.writer.submit(Unsubscribe(claim.subscriber_id, claim.ref, "one-click"))
+    list_name = svc.list_names.get(claim.ref)
+    if list_name is None:
+        list_name = svc.list_names[claim.ref] = await run_in_threadpool(_list_name, svc, claim.ref)
     what = f"the {list_name} list" if list_name else f"all email from {svc.settings.site_name}"
     return svc.page(
         "message.html",
@@ -453,18 +463,36 @@ def issue_page(svc: Svc, issue_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> HTM
 # -- engagement ---------------------------------------------------------------------------------
 
 
-def _link(svc: Service, token: str, position: int) -> tuple[Claim, tracking.Link]:
+async def _link(svc: Service, token: str, position: int) -> tuple[Claim, tracking.Link] | None:
     claim = svc.signer.verify("click", token)
-    link = svc.links.get(claim.ref, position) if claim else None
-    if claim is None or link is None:
-        raise HTTPException(404, "This link is not one of ours.")
-    return claim, link
+    if claim is None:
+        return None
+    if svc.links.known(claim.ref):
+        link = svc.links.get(claim.ref, position)
+    else:  # the first click on an issue in this process reads its links
+        link = await run_in_threadpool(svc.links.get, claim.ref, position)
+    return None if link is None else (claim, link)
 
 
+async def follow(svc: Service, token: str, position: int, agent: str) -> str | None:
+    """Record a click (committed before the answer); the URL to redirect to, or None
+    when the token or position is not one of ours. Also reached through ``FastPaths``."""
+    found = await _link(svc, token, position)
+    if found is None:
+        return None
+    claim, link = found
+    person = not tracking.is_scanner(agent, svc.settings)
+    await svc.writer.submit(
+        tracking.Click(claim.ref, claim.subscriber_id, position, person, link.slug)
+    )
+    return link.url
+
+
+NOT_OURS = "This link is not one of ours."
 REDIRECT_HEADERS = {"cache-control": "no-store", "referrer-policy": "no-referrer-when-downgrade"}
 
 
-@router.get(
+@hot.get(
     "/r/{token}/{position}",
     status_code=302,
     tags=["tracking"],
@@ -473,18 +501,14 @@ REDIRECT_HEADERS = {"cache-control": "no-store", "referrer-policy": "no-referrer
     responses={302: {"description": "To the link"}, 404: {"description": "Not a link of ours"}},
     response_class=RedirectResponse,
 )
-def click(svc: Svc, request: Request, token: Token, position: Position) -> RedirectResponse:
-    claim, link = _link(svc, token, position)
-    person = not tracking.is_scanner(request.headers.get("user-agent", ""), svc.settings)
-    engaged = tracking.record_click(
-        svc.engine, svc.settings, claim.ref, claim.subscriber_id, position, person
-    )
-    if engaged and link.slug and svc.engagement is not None:
-        svc.engagement.record_click(link.slug)
-    return RedirectResponse(link.url, 302, headers=REDIRECT_HEADERS)
+async def click(svc: Svc, request: Request, token: Token, position: Position) -> RedirectResponse:
+    url = await follow(svc, token, position, request.headers.get("user-agent", ""))
+    if url is None:
+        raise HTTPException(404, NOT_OURS)
+    return RedirectResponse(url, 302, headers=REDIRECT_HEADERS)
 
 
-@router.head(
+@hot.head(
     "/r/{token}/{position}",
     status_code=302,
     tags=["tracking"],
@@ -492,8 +516,11 @@ def click(svc: Svc, request: Request, token: Token, position: Position) -> Redir
     responses={302: {"description": "To the link"}, 404: {"description": "Not a link of ours"}},
     response_class=RedirectResponse,
 )
-def click_head(svc: Svc, token: Token, position: Position) -> RedirectResponse:
-    return RedirectResponse(_link(svc, token, position)[1].url, 302, headers=REDIRECT_HEADERS)
+async def click_head(svc: Svc, token: Token, position: Position) -> RedirectResponse:
+    found = await _link(svc, token, position)
+    if found is None:
+        raise HTTPException(404, NOT_OURS)
+    return RedirectResponse(found[1].url, 302, headers=REDIRECT_HEADERS)
 
 
 @router.post(
