@@ -188,6 +188,30 @@ def leave(conn: Connection, subscriber_id: int, list_id: int, via: str) -> bool:
     return changed
 
 
+def leave_everything(conn: Connection, subscriber_ids: Sequence[int], via: str) -> set[int]:
+    """``leave(conn, id, 0, via)`` for many subscribers in two statements; the ids
+    whose status changed."""
+    at = db.now()
+    changed = {
+        int(i)
+        for i in conn.scalars(
+            sa.update(db.subscribers)
+            .where(S.id.in_(sorted(set(subscriber_ids))), S.status.in_(["active", "pending"]))
+            .values(status="unsubscribed", updated_at=at, status_changed_at=at)
+            .returning(S.id)
+        )
+    }
+    if changed:
+        conn.execute(
+            sa.insert(db.subscriber_events),
+            [
+                {"subscriber_id": i, "at": at, "kind": "unsubscribed", "detail": via}
+                for i in sorted(changed)
+            ],
+        )
+    return changed
+
+
 def suppress(conn: Connection, subscriber_id: int, status: str, reason: str) -> bool:
     """A hard bounce or a complaint: no more mail to the address, whatever it chose."""
     if status not in SUPPRESSED:

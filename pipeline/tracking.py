@@ -153,15 +153,17 @@ def record_clicks(conn: sa.Connection, settings: Settings, clicks: Sequence[Clic
     Two statements for any number of clicks."""
     d = db.deliveries.c
     at = db.now()
-    pairs = sorted({(c.issue_id, c.subscriber_id) for c in clicks})
-    delivered: dict[tuple[int, int], datetime] = {
-        (int(r.issue_id), int(r.subscriber_id)): r.updated_at
-        for r in conn.execute(
-            sa.select(d.issue_id, d.subscriber_id, d.updated_at).where(
-                sa.tuple_(d.issue_id, d.subscriber_id).in_(pairs), d.status == "sent"
+    by_issue: dict[int, set[int]] = {}
+    for c in clicks:
+        by_issue.setdefault(c.issue_id, set()).add(c.subscriber_id)
+    delivered: dict[tuple[int, int], datetime] = {}
+    for issue_id, ids in by_issue.items():  # one issue at a time: a slice of the key
+        found = conn.execute(
+            sa.select(d.subscriber_id, d.updated_at).where(
+                d.issue_id == issue_id, d.subscriber_id.in_(sorted(ids)), d.status == "sent"
             )
         )
-    }
+        delivered.update({(issue_id, int(r.subscriber_id)): r.updated_at for r in found})
     grace = at - timedelta(seconds=settings.click_grace_seconds)
     rows: list[dict[str, Any]] = []
     engaged: list[bool] = []

@@ -168,7 +168,16 @@ def apply(conn: Connection, settings: Settings, writes: Sequence[Write]) -> list
         engaged = record_clicks(conn, settings, [c for _, c in clicks])
         for (i, _), counts in zip(clicks, engaged, strict=True):
             results[i] = counts
-    for i, w in enumerate(writes):
-        if isinstance(w, Unsubscribe):
-            results[i] = consent.leave(conn, w.subscriber_id, w.list_id, w.via)
+    leaving = [(i, w) for i, w in enumerate(writes) if isinstance(w, Unsubscribe)]
+    everything = [(i, u) for i, u in leaving if not u.list_id]
+    for via in {u.via for _, u in everything}:
+        ids = [u.subscriber_id for _, u in everything if u.via == via]
+        changed = consent.leave_everything(conn, ids, via)
+        for i, u in everything:
+            if u.via == via and u.subscriber_id in changed:
+                results[i] = True
+                changed.discard(u.subscriber_id)  # a repeated request changed nothing
+    for i, u in leaving:
+        if u.list_id:
+            results[i] = consent.leave(conn, u.subscriber_id, u.list_id, u.via)
     return results
