@@ -98,9 +98,9 @@ class GroupWriter:
                 for pending in group:
                     self._one(pending)
                 continue
+            self._rank([p.write for p, r in zip(group, results, strict=True) if r])
             for pending, result in zip(group, results, strict=True):
                 _answer(pending, result)
-            self._rank([p.write for p, r in zip(group, results, strict=True) if r])
 
     def _one(self, pending: _Pending) -> None:
         try:
@@ -110,13 +110,14 @@ class GroupWriter:
             log.exception("a %s could not be written", type(pending.write).__name__.lower())
             _answer(pending, exc)
             return
-        _answer(pending, result)
         if result:
             self._rank([pending.write])
+        _answer(pending, result)
 
     def _rank(self, done: Sequence[Write]) -> None:
-        """Engaged clicks on articles count for the hot articles (after the commit: the
-        ranking is a cache of what is stored; Redis being down loses a little of it)."""
+        """Engaged clicks on articles count for the hot articles: after the commit (the
+        ranking is a cache of what is stored; Redis being down loses a little of it),
+        before the answer (a reader who clicks sees the ranking include it)."""
         if self.engagement is None:
             return
         try:
