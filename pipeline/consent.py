@@ -4,8 +4,8 @@ anything else.
 
 Every change is one transaction and leaves a ``subscriber_events`` row saying what
 happened and how (``one-click``, ``page``, ``mailgun``, ...). A change of status stamps
-``status_changed_at``, which a running send reads before each batch: whoever leaves is
-skipped from the next batch on.
+``status_changed_at``. A running send reads status, pause and lists before each batch:
+whoever leaves is skipped from the next batch on.
 """
 
 from __future__ import annotations
@@ -132,16 +132,11 @@ def check_name(name: str) -> str:
 
 def _join(conn: Connection, subscriber_id: int, names: Iterable[str], at: datetime) -> None:
     for name in names:
-        list_id = ensure_list(conn, name)
-        exists = conn.scalar(
-            sa.select(sa.func.count()).where(M.subscriber_id == subscriber_id, M.list_id == list_id)
-        )
-        if not exists:
-            conn.execute(
-                sa.insert(db.memberships).values(
-                    list_id=list_id, subscriber_id=subscriber_id, created_at=at
-                )
+        conn.execute(
+            db.insert_ignore(conn, db.memberships).values(
+                list_id=ensure_list(conn, name), subscriber_id=subscriber_id, created_at=at
             )
+        )
 
 
 def confirm(engine: Engine, subscriber_id: int) -> bool:

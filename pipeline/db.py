@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.types import TypeDecorator
 
@@ -277,6 +278,18 @@ webhook_nonces = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Index(None, "at"),
 )
+
+
+def insert(conn: sa.Connection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT that can say ``ON CONFLICT …``, in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+    """``INSERT … ON CONFLICT DO NOTHING``: a row already there stays as it is."""
+    return insert(conn, table).on_conflict_do_nothing()
 
 
 def normalise_url(url: str) -> str:

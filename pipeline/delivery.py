@@ -388,7 +388,7 @@ class Sender:
         ).where(where)
         columns = ["issue_id", "subscriber_id", "batch_id", "status", "reason", "updated_at"]
         # One statement, run inside the database: no row passes through Python.
-        conn.execute(_insert_ignore(conn, db.deliveries).from_select(columns, rows))
+        conn.execute(db.insert_ignore(conn, db.deliveries).from_select(columns, rows))
         skipped = conn.scalar(
             sa.select(sa.func.count()).where(d.batch_id == batch_id, d.status == "skipped")
         )
@@ -718,16 +718,6 @@ def _mark(
             .values(status="failed", reason=sa.bindparam("why"), updated_at=at),
             [{"sid": k, "why": v[:500]} for k, v in failed.items()],
         )
-
-
-def _insert_ignore(conn: Connection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing()
 
 
 def _finish_if_done(conn: Connection, issue_id: int) -> bool:

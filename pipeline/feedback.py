@@ -55,7 +55,6 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from . import consent, db
@@ -509,12 +508,6 @@ _prune_lock = threading.Lock()
 _pruned_at = 0.0  # when this process last forgot old nonces (time.monotonic)
 
 
-def _insert(conn: Connection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def apply(
     engine: Engine,
     settings: Settings,
@@ -550,7 +543,7 @@ def _use_nonce(conn: Connection, provider: str, nonce: str, max_age: int) -> Non
     global _pruned_at
     at = db.now()
     fresh = conn.execute(
-        _insert(conn, db.webhook_nonces)
+        db.insert(conn, db.webhook_nonces)
         .on_conflict_do_nothing()
         .returning(db.webhook_nonces.c.nonce),
         {"provider": provider, "nonce": nonce, "at": at},
@@ -609,7 +602,7 @@ def _apply_one(conn: Connection, settings: Settings, provider: str, event: Event
             return "ignored"
         current = row.feedback
     first = conn.execute(
-        _insert(conn, db.provider_events)
+        db.insert(conn, db.provider_events)
         .on_conflict_do_nothing()
         .returning(db.provider_events.c.event_id),
         {

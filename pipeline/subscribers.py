@@ -209,17 +209,11 @@ def _parse_time(text: str) -> datetime:
 # Single subscribers (the signup service, webhooks, editors)
 
 
-def _insert(dialect: sa.Dialect, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
-    if dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def ensure_list(conn: sa.Connection, name: str) -> int:
     """The id of the list called ``name``, created if needed (inside ``conn``'s transaction)."""
     name = check_list_name(name)
     conn.execute(
-        _insert(conn.dialect, lists).on_conflict_do_nothing(index_elements=["name"]),
+        db.insert(conn, lists).on_conflict_do_nothing(index_elements=["name"]),
         {"name": name, "created_at": db.now()},
     )
     return int(conn.execute(sa.select(lists.c.id).where(lists.c.name == name)).scalar_one())
@@ -260,7 +254,7 @@ def add(
     now = db.now()
     with engine.begin() as conn:
         inserted = conn.execute(
-            _insert(conn.dialect, subscribers)
+            db.insert(conn, subscribers)
             .on_conflict_do_nothing(index_elements=["email"])
             .returning(subscribers.c.id),
             {
@@ -281,7 +275,7 @@ def add(
             subscriber_id, current = int(row.id), row.status
         if names and current not in STICKY:
             added = conn.execute(
-                _insert(conn.dialect, memberships)
+                db.insert(conn, memberships)
                 .on_conflict_do_nothing()
                 .returning(memberships.c.list_id),
                 [

@@ -35,7 +35,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import consent, db, issues, subscribers
 from ..content import Catalog, FileContentStore
@@ -164,11 +163,6 @@ def _list_id(conn: sa.Connection, name: str) -> int:
     if found is None:
         raise ValueError(f"no list named {name!r}")
     return int(found)
-
-
-def _insert_ignore(conn: sa.Connection, table: sa.Table) -> Any:
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing()
 
 
 # -- subscribers: models ------------------------------------------------------------------------
@@ -523,7 +517,7 @@ def update_subscriber(
                 changes.append(f"time zone {zone}")
             for list_name in joining:
                 joined = conn.execute(
-                    _insert_ignore(conn, db.memberships).values(
+                    db.insert_ignore(conn, db.memberships).values(
                         list_id=subscribers.ensure_list(conn, list_name),
                         subscriber_id=subscriber_id,
                         created_at=at,

@@ -196,32 +196,33 @@ class FastPaths:
     unknown link, a malformed path) goes on to the application, which answers it."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
+        from .public import REDIRECT_HEADERS, follow, one_click  # public imports this module
+
         self.app = app
         self.service = service
+        self.follow = follow
+        self.one_click = one_click
+        self.redirect_headers = REDIRECT_HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path, method = scope["path"], scope["method"]
             if method == "GET" and (m := _CLICK.fullmatch(path)):
-                from .public import REDIRECT_HEADERS, follow
-
                 agent = dict(scope.get("headers") or []).get(b"user-agent", b"")
-                url = await follow(
+                url = await self.follow(
                     self.service, m.group(1), int(m.group(2)), agent.decode("latin-1")
                 )
                 if url is not None:
-                    redirect = RedirectResponse(url, 302, headers=REDIRECT_HEADERS)
+                    redirect = RedirectResponse(url, 302, headers=self.redirect_headers)
                     await redirect(scope, receive, send)
                     return
             elif method == "POST" and (m := _UNSUBSCRIBE.fullmatch(path)):
                 claim = self.service.signer.verify("unsubscribe", m.group(1))
                 if claim is not None:
-                    from .public import one_click
-
                     message = await receive()  # the body (List-Unsubscribe=One-Click)
                     while message.get("more_body"):
                         message = await receive()
-                    page = await one_click(self.service, claim)
+                    page = await self.one_click(self.service, claim)
                     await page(scope, receive, send)
                     return
         await self.app(scope, receive, send)
