@@ -208,6 +208,14 @@ class Settings(BaseSettings):
     error_min_recipients: int = Field(default=100, ge=1)
     beat_seconds: float = Field(default=5.0, gt=0)
     sweep_seconds: float = Field(default=15.0, gt=0)
+    # Deliverability: DKIM for the mail Letterpress builds itself (SMTP, outbox). The key
+    # comes from the environment only (LETTERPRESS_DKIM_PRIVATE_KEY: PEM text or a path).
+    dkim_private_key: SecretStr = SecretStr("")
+    dkim_selector: str = ""
+    dkim_domain: str = ""  # default: the domain of each From address
+    # The provider delivers to nobody real (Mailpit, a provider's test mode): links in its
+    # mail may be http. The outbox and HTTP APIs on loopback (the test double) count as such.
+    delivery_sandbox: bool = False
 
     # Subscriber service (letterpress serve)
     admin_token: SecretStr = SecretStr("")
@@ -332,6 +340,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
 SECRETS = {
     "secret_key",
+    "dkim_private_key",
     "admin_token",
     "mailgun_api_key",
     "sendgrid_api_key",
@@ -342,7 +351,8 @@ SECRETS = {
 
 
 def _secret_variable(name: str) -> str:
-    return "LETTERPRESS_" + name.upper() if name in ("secret_key", "admin_token") else name.upper()
+    prefixed = ("secret_key", "admin_token", "dkim_private_key")
+    return "LETTERPRESS_" + name.upper() if name in prefixed else name.upper()
 
 
 def _describe(exc: ValidationError, config: Path | None) -> str:

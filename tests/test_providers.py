@@ -812,7 +812,9 @@ class Received:
 
     @property
     def message(self) -> EmailMessage:
-        parsed = email.message_from_bytes(self.data, policy=default_policy)
+        # Read as UTF-8 text, so an internationalised message's headers (RFC 6532) come out
+        # as the characters they are.
+        parsed = email.message_from_string(self.data.decode("utf-8"), policy=default_policy)
         assert isinstance(parsed, EmailMessage)
         return parsed
 
@@ -834,6 +836,8 @@ class SmtpServer:
     defer: set[str] = field(default_factory=set)
     drop_at_mail: int | None = None
     drop_after_data: int | None = None
+    smtputf8: bool = False  # offer SMTPUTF8 (RFC 6531)
+    mail_options: list[str] = field(default_factory=list)  # what each MAIL asked for
     received: list[Received] = field(default_factory=list)
     connections: int = 0
     mails: int = 0
@@ -908,6 +912,8 @@ class SmtpServer:
                 verb = verb.upper()
                 if verb in ("EHLO", "HELO"):
                     features = ["8BITMIME", "SIZE 35882577"]
+                    if self.smtputf8:
+                        features.append("SMTPUTF8")
                     if self.tls is not None and not secure:
                         features.append("STARTTLS")
                     if self.auth is not None:
@@ -933,7 +939,12 @@ class SmtpServer:
                     self.mails += 1
                     if self.mails == self.drop_at_mail:
                         return
-                    sender, rcpts = argument.split(":", 1)[1].strip().strip("<>"), []
+                    path, _, options = argument.split(":", 1)[1].strip().partition(" ")
+                    self.mail_options.append(options)
+                    if "SMTPUTF8" in options.upper() and not self.smtputf8:
+                        await say("555 5.5.4 SMTPUTF8 not offered")
+                        continue
+                    sender, rcpts = path.strip("<>"), []
                     await say("250 2.1.0 OK")
                 elif verb == "RCPT":
                     address = argument.split(":", 1)[1].strip().strip("<>")
@@ -1239,3 +1250,256 @@ def test_provider_errors_carry_no_partial_by_default() -> None:
     assert Throttled("x", 3).partial is None
     partial = BatchResult(accepted={1: "id"})
     assert Ambiguous("x", partial=partial).partial is partial
+
+
+# ---------------------------------------------------------------------------
+# International addresses (RFC 6530-6533), and one recipient that cannot be built
+
+IDN = "ann@bücher.de"  # as stored: the domain in Unicode
+IDN_WIRE = "ann@xn--bcher-kva.de"
+UTF8_LOCAL = "zoë@example.org"
+
+
+def international() -> list[Recipient]:
+    return [recipient(1), recipient(2, IDN, "Ann Bücher"), recipient(3, UTF8_LOCAL, "Zoë")]
+
+
+def parse_utf8(data: bytes) -> EmailMessage:
+    parsed = email.message_from_string(data.decode("utf-8"), policy=default_policy)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+@pytest.mark.parametrize("name", HTTP_PROVIDERS)
+def test_http_providers_send_international_addresses_where_they_can(
+    provider_for: Callable[..., Provider], double: DoubleServer, name: str
+) -> None:
+    result = provider_for(name).send(message(), international(), "lp-12-1-intl")
+    kept = double.messages
+    # Every provider takes an IDN domain in its xn-- form.
+    assert 2 in result.accepted
+    [got] = kept[IDN_WIRE]
+    assert got.subject == "Hello Ann Bücher"
+    if name == "mailgun":  # Mailgun offers SMTPUTF8: the address goes as it is
+        assert set(result.accepted) == {1, 2, 3}
+        [zoe] = kept[UTF8_LOCAL]
+        assert zoe.subject == "Hello Zoë"
+        assert zoe.headers["List-Unsubscribe"].endswith("token-3>")
+    else:  # SendGrid and Postmark take ASCII addresses only
+        assert set(result.accepted) == {1, 2}
+        assert "SMTPUTF8" in result.rejected[3] and name in result.rejected[3]
+        assert UTF8_LOCAL not in kept
+    assert set(kept) <= {"reader1@example.com", IDN_WIRE, UTF8_LOCAL}
+
+
+def test_outbox_writes_valid_messages_for_international_addresses(
+    outbox: OutboxProvider, tmp_path: Path
+) -> None:
+    result = outbox.send(message(), international(), "lp-12-1-intl")
+    assert set(result.accepted) == {1, 2, 3}
+    folder = tmp_path / "outbox" / "issue-12"
+    idn = read_eml(folder / "2.eml")
+    assert idn["To"].addresses[0].addr_spec == IDN_WIRE
+    assert (folder / "2.eml").read_bytes().isascii()  # an ordinary message
+    raw = (folder / "3.eml").read_bytes()
+    assert UTF8_LOCAL.encode() in raw  # RFC 6532: the header is UTF-8, not encoded words
+    zoe = parse_utf8(raw)
+    assert str(zoe["To"]) == f"Zoë <{UTF8_LOCAL}>"
+    assert zoe["Subject"] == "Hello Zoë"
+    body = zoe.get_body(("plain",))
+    assert body is not None and "token-3" in body.get_content()
+    assert outbox.accepted("lp-12-1-intl", datetime.now(UTC) - timedelta(minutes=1)) == {
+        "reader1@example.com",
+        IDN_WIRE,
+        UTF8_LOCAL,
+    }
+
+
+def test_smtp_sends_international_addresses_with_smtputf8_when_offered(
+    smtp_server: Callable[..., SmtpServer], smtp_provider: Callable[..., SmtpProvider]
+) -> None:
+    server = smtp_server(smtputf8=True)
+    result = smtp_provider(f"smtp://127.0.0.1:{server.port}").send(message(), international(), "k")
+    assert set(result.accepted) == {1, 2, 3} and result.rejected == {}
+    by_rcpt = {tuple(r.recipients): r for r in server.received}
+    assert set(by_rcpt) == {("reader1@example.com",), (IDN_WIRE,), (UTF8_LOCAL,)}
+    # Only the transaction that needs it asks for SMTPUTF8.
+    assert server.mail_options == ["", "", "SMTPUTF8 BODY=8BITMIME"]
+    zoe = by_rcpt[(UTF8_LOCAL,)].message
+    assert zoe["To"].addresses[0].username == "zoë"
+    assert zoe["Subject"] == "Hello Zoë"
+    assert by_rcpt[(IDN_WIRE,)].data.isascii()
+
+
+def test_smtp_without_smtputf8_fails_only_that_recipient(
+    smtp_server: Callable[..., SmtpServer], smtp_provider: Callable[..., SmtpProvider]
+) -> None:
+    server = smtp_server()
+    result = smtp_provider(f"smtp://127.0.0.1:{server.port}").send(message(), international(), "k")
+    assert set(result.accepted) == {1, 2}
+    assert "SMTPUTF8" in result.rejected[3] and "127.0.0.1" in result.rejected[3]
+    assert [r.recipients for r in server.received] == [["reader1@example.com"], [IDN_WIRE]]
+    assert "SMTPUTF8" not in " ".join(server.mail_options)
+
+
+def unbuildable() -> list[Recipient]:
+    """A batch with two recipients in the middle that no channel can build a message for:
+    a name that is not Unicode (bytes decoded with surrogateescape) and a header value
+    with a line break (a header injection)."""
+    bad_name = recipient(2, "eve@example.com", "Eve \udce9")
+    good = recipient(3, "mallory@example.com")
+    injected = Recipient(
+        subscriber_id=3,
+        email=good.email,
+        name=good.name,
+        fields=good.fields,
+        headers={"List-Unsubscribe": "<https://x.example/u>\r\nBcc: victim@example.org"},
+    )
+    bad_domain = recipient(4, "ann@bü_cher.de")  # not a valid IDN, stored before checks
+    return [recipient(1), bad_name, injected, bad_domain, recipient(5)]
+
+
+def _check_unbuildable(result: BatchResult) -> None:
+    assert set(result.accepted) == {1, 5}
+    assert set(result.rejected) == {2, 3, 4}
+    assert "UnicodeEncodeError" in result.rejected[2]
+    assert "line break" in result.rejected[3]
+    assert "IDN" in result.rejected[4]
+
+
+@pytest.mark.parametrize("name", HTTP_PROVIDERS)
+def test_one_recipient_that_cannot_be_built_never_stops_an_http_batch(
+    provider_for: Callable[..., Provider], double: DoubleServer, name: str
+) -> None:
+    result = provider_for(name).send(message(), unbuildable(), "lp-12-1-bad")
+    _check_unbuildable(result)
+    assert set(double.messages) == {"reader1@example.com", "reader5@example.com"}
+
+
+def test_one_recipient_that_cannot_be_built_never_stops_an_outbox_batch(
+    outbox: OutboxProvider, tmp_path: Path
+) -> None:
+    _check_unbuildable(outbox.send(message(), unbuildable(), "lp-12-1-bad"))
+    folder = tmp_path / "outbox" / "issue-12"
+    assert sorted(p.name for p in folder.iterdir()) == ["1.eml", "5.eml"]
+
+
+def test_one_recipient_that_cannot_be_built_never_stops_an_smtp_batch(
+    smtp_server: Callable[..., SmtpServer], smtp_provider: Callable[..., SmtpProvider]
+) -> None:
+    server = smtp_server(smtputf8=True)
+    provider = smtp_provider(f"smtp://127.0.0.1:{server.port}")
+    _check_unbuildable(provider.send(message(), unbuildable(), "k"))
+    assert [r.recipients for r in server.received] == [
+        ["reader1@example.com"],
+        ["reader5@example.com"],
+    ]
+    assert all(b"victim" not in r.data for r in server.received)
+
+
+# ---------------------------------------------------------------------------
+# DKIM
+
+
+@pytest.fixture(scope="session")
+def dkim_key() -> bytes:
+    from pipeline import dkim
+
+    return dkim.new_key()
+
+
+def dkim_settings(dkim_key: bytes, tmp_path: Path, **values: Any) -> dict[str, Any]:
+    path = tmp_path / "dkim.pem"
+    path.write_bytes(dkim_key)
+    return {"dkim_private_key": str(path), "dkim_selector": "lp1", **values}
+
+
+def dkim_verifies(data: bytes, dkim_key: bytes, selector: str = "lp1") -> bool:
+    import dkim as dkimpy
+
+    from pipeline import dkim
+
+    record = dkim.public_record_value(dkim_key).encode()
+
+    def dns(name: bytes, timeout: int = 5) -> bytes | None:
+        return record if name == f"{selector}._domainkey.example.org.".encode() else None
+
+    return bool(dkimpy.verify(data, dnsfunc=dns))
+
+
+def signed_headers(data: bytes) -> set[str]:
+    parsed = email.message_from_bytes(data, policy=default_policy)
+    signature = " ".join(str(parsed["DKIM-Signature"]).split())
+    h = re.search(r"\bh=([^;]+)", signature)
+    assert h is not None
+    return {name.strip().lower() for name in h.group(1).split(":")}
+
+
+def test_outbox_mail_is_dkim_signed_and_an_edit_breaks_the_signature(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    dkim_key: bytes,
+    providers: list[Provider],
+) -> None:
+    outbox = create(
+        make_settings(**dkim_settings(dkim_key, tmp_path, outbox_dir=tmp_path / "outbox"))
+    )
+    providers.append(outbox)
+    outbox.send(message(), international(), "lp-12-1-dkim")
+    folder = tmp_path / "outbox" / "issue-12"
+    for n in (1, 2, 3):
+        data = (folder / f"{n}.eml").read_bytes()
+        assert data.startswith(b"DKIM-Signature:")
+        assert dkim_verifies(data, dkim_key), n
+    data = (folder / "1.eml").read_bytes()
+    assert signed_headers(data) >= {
+        "from", "to", "subject", "date", "message-id", "mime-version", "content-type",
+        "list-unsubscribe", "list-unsubscribe-post",
+    }  # fmt: skip
+    assert b"d=example.org" in data and b"s=lp1" in data
+    for old, new in [
+        (b"Subject: Hello Reader 1", b"Subject: Hello Reader 9"),
+        (b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: x"),
+        (b"token-1>", b"token-9>"),
+    ]:
+        assert old in data
+        assert not dkim_verifies(data.replace(old, new), dkim_key), old
+    assert not dkim_verifies(data, dkim_key, selector="other")
+
+
+def test_smtp_mail_is_dkim_signed(
+    smtp_server: Callable[..., SmtpServer],
+    smtp_provider: Callable[..., SmtpProvider],
+    tmp_path: Path,
+    dkim_key: bytes,
+) -> None:
+    server = smtp_server(smtputf8=True)
+    provider = smtp_provider(f"smtp://127.0.0.1:{server.port}", **dkim_settings(dkim_key, tmp_path))
+    assert set(provider.send(message(), international(), "k").accepted) == {1, 2, 3}
+    assert len(server.received) == 3
+    for received in server.received:
+        assert dkim_verifies(received.data, dkim_key)
+        assert {"list-unsubscribe", "list-unsubscribe-post"} <= signed_headers(received.data)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("/nonexistent/dkim.pem", "cannot be read"),
+        ("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----", "not an unencrypted"),
+    ],
+)
+def test_a_bad_dkim_key_is_a_clear_configuration_error(
+    make_settings: Callable[..., Settings], tmp_path: Path, value: str, problem: str
+) -> None:
+    settings = make_settings(dkim_private_key=value, dkim_selector="lp1", outbox_dir=tmp_path / "o")
+    with pytest.raises(ConfigError, match=problem):
+        create(settings)
+
+
+def test_a_dkim_key_without_a_selector_is_refused(
+    make_settings: Callable[..., Settings], tmp_path: Path, dkim_key: bytes
+) -> None:
+    values = dkim_settings(dkim_key, tmp_path, dkim_selector="")
+    with pytest.raises(ConfigError, match="dkim_selector"):
+        create(make_settings(**values))

@@ -14,12 +14,17 @@ a real server on loopback (``pipeline.providers.double``), never to a monkeypatc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from ..addresses import AddressNotSupported
 from ..errors import LetterpressError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,47 @@ class BatchResult:
 
     accepted: dict[int, str] = field(default_factory=dict)
     rejected: dict[int, str] = field(default_factory=dict)
+
+
+def build_each(
+    recipients: Sequence[Recipient],
+    build: Callable[[Recipient], T],
+    rejected: dict[int, str],
+    provider: str,
+) -> list[tuple[Recipient, T]]:
+    """``build`` for each recipient; one that cannot be built goes into ``rejected`` with
+    its reason (an address the channel cannot carry, a header value that cannot be
+    written, an encoding error), and the rest of the batch goes on without it."""
+    built: list[tuple[Recipient, T]] = []
+    for recipient in recipients:
+        try:
+            _check(recipient)
+            built.append((recipient, build(recipient)))
+        except AddressNotSupported as exc:
+            rejected[recipient.subscriber_id] = str(exc)
+        except Exception as exc:  # whatever one recipient's data does, the batch goes on
+            log.warning(
+                "%s: cannot build the message for subscriber %s",
+                provider,
+                recipient.subscriber_id,
+                exc_info=True,
+            )
+            rejected[recipient.subscriber_id] = (
+                f"{provider}: could not build the message for this recipient:"
+                f" {type(exc).__name__}: {exc}"
+            )[:500]
+    return built
+
+
+def _check(recipient: Recipient) -> None:
+    """What no channel can carry: text that is not Unicode (lone surrogates, from bytes
+    decoded badly) and line breaks in a value that becomes a header."""
+    for value in (recipient.name, recipient.email, *recipient.fields.values()):
+        value.encode("utf-8")
+    for value in (recipient.name, *recipient.headers.values()):
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError("a line break in the name or a header value would break the headers")
+        value.encode("utf-8")
 
 
 class ProviderError(LetterpressError):

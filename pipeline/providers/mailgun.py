@@ -17,9 +17,10 @@ from email.utils import formataddr
 
 import requests
 
+from ..addresses import mailbox, wire
 from ..emails import personalise
 from ..settings import Settings
-from .base import BatchResult, Message, Recipient, Transient
+from .base import BatchResult, Message, Recipient, Transient, build_each
 from .http import MERGE_FIELD, HttpApi, base_url, json_body, merge_names, required
 
 LIMIT = 1000  # recipients per call (Mailgun's batch-sending limit)
@@ -64,22 +65,38 @@ class MailgunProvider:
         )
 
     def form(
-        self, message: Message, recipients: Sequence[Recipient], key: str
-    ) -> list[tuple[str, str]]:
-        """The form fields of one call, in order (``to`` repeats once per recipient)."""
+        self,
+        message: Message,
+        recipients: Sequence[Recipient],
+        key: str,
+        rejected: dict[int, str] | None = None,
+    ) -> tuple[list[tuple[str, str]], list[Recipient]]:
+        """The form fields of one call, in order (``to`` repeats once per recipient), and
+        the recipients in it: one whose part cannot be built goes into ``rejected``.
+
+        Mailgun takes international addresses (SMTPUTF8): an ASCII local part goes with
+        its domain in IDNA form, any other address as it is."""
         names = merge_names(message.subject, message.html, message.text, *message.headers.values())
         own: dict[str, None] = {}  # per-recipient header names, in order of first use
         for recipient in recipients:
             own.update(dict.fromkeys(recipient.headers))
-        variables: dict[str, dict[str, str]] = {}
-        for recipient in recipients:
+
+        def part(recipient: Recipient) -> tuple[str, str, dict[str, str]]:
+            address = wire(recipient.email, utf8=True, channel="mailgun")
+            if address.isascii():
+                to = formataddr((recipient.name, address))
+            else:
+                to = mailbox(recipient.name, address)
             values = {name: recipient.fields.get(name, f"%%{name}%%") for name in names}
             for header in own:
                 value = recipient.headers.get(header, "")
                 values[header_variable(header)] = personalise(value, recipient.fields)
-            variables[recipient.email] = values
+            return address, to, values
+
+        parts = build_each(recipients, part, rejected if rejected is not None else {}, self.name)
+        variables = {address: values for _, (address, _, values) in parts}
         fields = [("from", formataddr((message.from_name, message.from_email)))]
-        fields += [("to", formataddr((r.name, r.email))) for r in recipients]
+        fields += [("to", to) for _, (_, to, _) in parts]
         fields.append(("subject", to_mailgun(message.subject)))
         if message.text:
             fields.append(("text", to_mailgun(message.text)))
@@ -96,12 +113,13 @@ class MailgunProvider:
             if name != "batch":
                 fields.append((f"v:letterpress-{name}", value))
         fields.append(("recipient-variables", json.dumps(variables, ensure_ascii=False)))
-        return fields
+        return fields, [recipient for recipient, _ in parts]
 
     def send(self, message: Message, recipients: Sequence[Recipient], key: str) -> BatchResult:
+        result = BatchResult()
+        fields, recipients = self.form(message, recipients, key, result.rejected)
         if not recipients:
-            return BatchResult()
-        fields = self.form(message, recipients, key)
+            return result
         response = self.api.request(
             "POST",
             f"{self.base}/v3/{self.domain}/messages",
@@ -110,7 +128,8 @@ class MailgunProvider:
         )
         body = json_body(response)
         message_id = str(body.get("id", "")) if isinstance(body, dict) else ""
-        return BatchResult(accepted={r.subscriber_id: message_id for r in recipients})
+        result.accepted.update({r.subscriber_id: message_id for r in recipients})
+        return result
 
     def accepted(self, key: str, since: datetime) -> set[str] | None:
         """Recipients (in lower case) of Mailgun's ``accepted`` events for batch ``key``."""

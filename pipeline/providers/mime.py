@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, formataddr, make_msgid
 
+from ..addresses import ascii_domain, mailbox, wire
+from ..dkim import Signer
 from ..emails import personalise
 from .base import Message, Recipient
 
@@ -27,16 +29,25 @@ def build(
     *,
     headers: Mapping[str, str] | None = None,
     when: datetime | None = None,
+    utf8: bool = False,
+    channel: str = "this channel",
 ) -> EmailMessage:
-    """The personalised message for ``recipient``; ``headers`` are added last."""
+    """The personalised message for ``recipient``; ``headers`` are added last.
+
+    An address that needs SMTPUTF8 (a non-ASCII local part) gets a message whose headers
+    are UTF-8 (RFC 6532), when ``utf8`` says the channel carries it; otherwise
+    ``AddressNotSupported``. Any other address goes out in ASCII, its domain in IDNA form.
+    A header value that cannot be written (a line break in it) raises ValueError."""
     fields = recipient.fields
-    email = EmailMessage(policy=SMTP)
+    to = wire(recipient.email, utf8=utf8, channel=channel)
+    international = not to.isascii()
+    email = EmailMessage(policy=SMTPUTF8 if international else SMTP)
     email["Subject"] = personalise(message.subject, fields)
     email["From"] = formataddr((message.from_name, message.from_email))
-    email["To"] = formataddr((recipient.name, recipient.email))
+    email["To"] = mailbox(recipient.name, to) if international else formataddr((recipient.name, to))
     email["Date"] = format_datetime(when or datetime.now(UTC))
     domain = message.from_email.rpartition("@")[2] or "localhost"
-    email["Message-ID"] = make_msgid(domain=domain)
+    email["Message-ID"] = make_msgid(domain=ascii_domain(domain))
     email["MIME-Version"] = "1.0"
     extra: dict[str, str] = {}
     for source in (message.headers, recipient.headers, headers or {}):
@@ -52,3 +63,20 @@ def build(
             personalise(message.html, fields), subtype="html", cte="quoted-printable"
         )
     return email
+
+
+def render(
+    message: Message,
+    recipient: Recipient,
+    *,
+    signer: Signer | None,
+    headers: Mapping[str, str] | None = None,
+    utf8: bool = False,
+    channel: str = "this channel",
+) -> tuple[bytes, str]:
+    """(the message's bytes, DKIM-signed when ``signer`` is given; its Message-ID)."""
+    email = build(message, recipient, headers=headers, utf8=utf8, channel=channel)
+    data = email.as_bytes()
+    if signer is not None:
+        data = signer.sign(data, message.from_email.rpartition("@")[2])
+    return data, str(email["Message-ID"])

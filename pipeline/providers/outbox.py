@@ -12,14 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.utils import parseaddr
 from pathlib import Path
 
+from .. import dkim
 from ..settings import Settings
 from ..site import atomic_write
 from . import mime
-from .base import BatchResult, Message, Recipient, Transient
+from .base import BatchResult, Message, Recipient, Transient, build_each
 
 LIMIT = 100
 BATCH_HEADER = "X-Letterpress-Batch"
@@ -34,6 +35,7 @@ class OutboxProvider:
     def __init__(self, settings: Settings) -> None:
         self.root = Path(settings.outbox_dir)
         self.max_batch = min(LIMIT, settings.batch_size or LIMIT)
+        self.signer = dkim.signer(settings)
 
     def folder(self, message: Message) -> Path:
         """``issue-<id>`` for an issue, ``<kind>`` for other mail (``signup-confirm``)."""
@@ -46,31 +48,45 @@ class OutboxProvider:
     def send(self, message: Message, recipients: Sequence[Recipient], key: str) -> BatchResult:
         folder = self.folder(message)
         result = BatchResult()
+
+        def render(recipient: Recipient) -> tuple[bytes, str]:
+            # A file can hold an internationalised message (RFC 6532) for any address.
+            return mime.render(
+                message,
+                recipient,
+                signer=self.signer,
+                headers={BATCH_HEADER: key},
+                utf8=True,
+                channel="the outbox",
+            )
+
+        built = build_each(recipients, render, result.rejected, self.name)
         try:
-            for recipient in recipients:
-                email = mime.build(message, recipient, headers={BATCH_HEADER: key})
+            for recipient, (data, message_id) in built:
                 name = f"{recipient.subscriber_id}.eml"
                 if "issue" not in message.metadata:  # other mail: one file per message
                     name = f"{recipient.subscriber_id}-{_UNSAFE.sub('_', key)}.eml"
-                atomic_write(folder / name, email.as_bytes())
-                result.accepted[recipient.subscriber_id] = str(email["Message-ID"])
+                atomic_write(folder / name, data)
+                result.accepted[recipient.subscriber_id] = message_id
         except OSError as exc:
             raise Transient(f"outbox: cannot write into {folder}: {exc}", partial=result) from exc
         return result
 
     def accepted(self, key: str, since: datetime) -> set[str] | None:
-        """Addresses (in lower case) of the files last written for batch ``key``."""
+        """Addresses (in lower case, as the files carry them) of the files last written for
+        batch ``key``."""
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         oldest = since.timestamp() - 2  # file times may be coarser than the clock
         found: set[str] = set()
-        parser = BytesHeaderParser()
+        parser = HeaderParser()
         for path in self.root.glob("issue-*/*.eml"):
             try:
                 if path.stat().st_mtime < oldest:
                     continue
                 with path.open("rb") as file:
-                    headers = parser.parsebytes(file.read(_HEAD_BYTES))
+                    head = file.read(_HEAD_BYTES).decode("utf-8", "replace")
+                headers = parser.parsestr(head)
             except OSError:  # replaced or removed meanwhile
                 continue
             if headers.get(BATCH_HEADER, "").strip() == key:

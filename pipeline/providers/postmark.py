@@ -17,9 +17,10 @@ from typing import Any
 
 import requests
 
+from ..addresses import wire
 from ..emails import personalise
 from ..settings import Settings
-from .base import Ambiguous, BatchResult, Message, Recipient, Transient
+from .base import Ambiguous, BatchResult, Message, Recipient, Transient, build_each
 from .http import HttpApi, base_url, json_body, required
 
 LIMIT = 500  # messages per call
@@ -50,20 +51,28 @@ class PostmarkProvider:
         )
 
     def messages(
-        self, message: Message, recipients: Sequence[Recipient], key: str
-    ) -> list[dict[str, Any]]:
+        self,
+        message: Message,
+        recipients: Sequence[Recipient],
+        key: str,
+        rejected: dict[int, str] | None = None,
+    ) -> tuple[list[dict[str, Any]], list[Recipient]]:
+        """One message per recipient, and the recipients they are for; one that cannot be
+        built goes into ``rejected``. Addresses go out in ASCII (an IDN domain in its
+        ``xn--`` form); one with a non-ASCII local part is refused here."""
         sender = formataddr((message.from_name, message.from_email))
         metadata = {BATCH_FIELD: key}
         metadata.update(
             {f"letterpress-{k}": v for k, v in message.metadata.items() if k != "batch"}
         )
-        out = []
-        for recipient in recipients:
+
+        def build(recipient: Recipient) -> dict[str, Any]:
             fields = recipient.fields
             headers = {**message.headers, **recipient.headers}
+            to = wire(recipient.email, utf8=False, channel="postmark")
             item: dict[str, Any] = {
                 "From": sender,
-                "To": formataddr((recipient.name, recipient.email)),
+                "To": formataddr((recipient.name, to)),
                 "Subject": personalise(message.subject, fields),
                 "MessageStream": self.stream,
                 "Headers": [
@@ -77,13 +86,17 @@ class PostmarkProvider:
                 item["HtmlBody"] = personalise(message.html, fields)
             if message.tag:
                 item["Tag"] = message.tag
-            out.append(item)
-        return out
+            return item
+
+        built = build_each(recipients, build, rejected if rejected is not None else {}, self.name)
+        return [item for _, item in built], [recipient for recipient, _ in built]
 
     def send(self, message: Message, recipients: Sequence[Recipient], key: str) -> BatchResult:
+        result = BatchResult()
+        items, recipients = self.messages(message, recipients, key, result.rejected)
         if not recipients:
-            return BatchResult()
-        body = json.dumps(self.messages(message, recipients, key)).encode()
+            return result
+        body = json.dumps(items).encode()
         response = self.api.request(
             "POST",
             f"{self.base}/email/batch",
@@ -97,7 +110,6 @@ class PostmarkProvider:
                 f"postmark answered {response.status_code} without a list of results:"
                 f" {response.text[:200]}"
             )
-        result = BatchResult()
         for recipient, answer in zip(recipients, answers, strict=False):
             if not isinstance(answer, dict):
                 continue

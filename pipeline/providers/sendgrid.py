@@ -16,9 +16,10 @@ from typing import Any
 
 import requests
 
+from ..addresses import wire
 from ..emails import personalise
 from ..settings import Settings
-from .base import BatchResult, Message, Recipient
+from .base import BatchResult, Message, Recipient, build_each
 from .http import HttpApi, base_url, merge_names, required
 
 LIMIT = 1000  # personalizations per call
@@ -45,13 +46,20 @@ class SendGridProvider:
         )
 
     def payload(
-        self, message: Message, recipients: Sequence[Recipient], key: str
-    ) -> dict[str, Any]:
+        self,
+        message: Message,
+        recipients: Sequence[Recipient],
+        key: str,
+        rejected: dict[int, str] | None = None,
+    ) -> tuple[dict[str, Any], list[Recipient]]:
+        """The request body and the recipients in it; one whose personalization cannot be
+        built goes into ``rejected``. SendGrid takes ASCII addresses only (an IDN domain
+        in its ``xn--`` form): an address with a non-ASCII local part is refused here."""
         names = merge_names(message.subject, message.html, message.text)
         extra = {f"letterpress_{k}": v for k, v in message.metadata.items() if k != "batch"}
-        personalizations = []
-        for recipient in recipients:
-            to: dict[str, str] = {"email": recipient.email}
+
+        def personalization(recipient: Recipient) -> dict[str, Any]:
+            to: dict[str, str] = {"email": wire(recipient.email, utf8=False, channel="sendgrid")}
             if recipient.name:
                 to["name"] = recipient.name
             item: dict[str, Any] = {"to": [to]}
@@ -68,7 +76,12 @@ class SendGridProvider:
                 **extra,
                 "subscriber": str(recipient.subscriber_id),
             }
-            personalizations.append(item)
+            return item
+
+        built = build_each(
+            recipients, personalization, rejected if rejected is not None else {}, self.name
+        )
+        personalizations = [item for _, item in built]
         sender: dict[str, str] = {"email": message.from_email}
         if message.from_name:
             sender["name"] = message.from_name
@@ -87,12 +100,14 @@ class SendGridProvider:
             payload["headers"] = dict(message.headers)
         if message.tag:
             payload["categories"] = [message.tag]
-        return payload
+        return payload, [recipient for recipient, _ in built]
 
     def send(self, message: Message, recipients: Sequence[Recipient], key: str) -> BatchResult:
+        result = BatchResult()
+        payload, recipients = self.payload(message, recipients, key, result.rejected)
         if not recipients:
-            return BatchResult()
-        body = json.dumps(self.payload(message, recipients, key)).encode()
+            return result
+        body = json.dumps(payload).encode()
         response = self.api.request(
             "POST",
             f"{self.base}/v3/mail/send",
@@ -101,7 +116,8 @@ class SendGridProvider:
             content_type="application/json",
         )
         message_id = response.headers.get("X-Message-Id", "")
-        return BatchResult(accepted={r.subscriber_id: message_id for r in recipients})
+        result.accepted.update({r.subscriber_id: message_id for r in recipients})
+        return result
 
     def accepted(self, key: str, since: datetime) -> set[str] | None:
         return None

@@ -27,10 +27,12 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .. import dkim
+from ..addresses import wire
 from ..errors import ConfigError
 from ..settings import Settings
 from . import mime
-from .base import Ambiguous, BatchResult, Message, Recipient, Rejected, Transient
+from .base import Ambiguous, BatchResult, Message, Recipient, Rejected, Transient, build_each
 
 LIMIT = 100  # messages per batch: they go one by one
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -113,6 +115,7 @@ class SmtpProvider:
         self.timeout = settings.http_timeout
         self.max_batch = min(LIMIT, settings.batch_size or LIMIT)
         self.context = ssl_context or ssl.create_default_context()
+        self.signer = dkim.signer(settings)
         self.connections = 0  # opened so far
         self._conn: smtplib.SMTP | None = None
         self._lock = threading.Lock()
@@ -204,16 +207,29 @@ class SmtpProvider:
             return result
         conn = self._ready()
         where = f"smtp: {self.target.host}:{self.target.port}"
-        for recipient in recipients:
+        utf8 = conn.has_extn("smtputf8")
+        channel = f"the SMTP server {self.target.host}:{self.target.port}"
+
+        def render(recipient: Recipient) -> tuple[str, bytes, str, list[str]]:
+            to = wire(recipient.email, utf8=utf8, channel=channel)
+            data, message_id = mime.render(
+                message, recipient, signer=self.signer, utf8=utf8, channel=channel
+            )
+            options = []
+            if not to.isascii():  # RFC 6531: the transaction says it carries UTF-8
+                options.append("SMTPUTF8")
+                if conn.has_extn("8bitmime"):
+                    options.append("BODY=8BITMIME")
+            return to, _data(data), message_id, options
+
+        for recipient, (to, payload, message_id, options) in build_each(
+            recipients, render, result.rejected, self.name
+        ):
             sid = recipient.subscriber_id
-            if not recipient.email.isascii():
-                result.rejected[sid] = "the address is not ASCII, which SMTP here cannot carry"
-                continue
-            email = mime.build(message, recipient)
-            payload = _data(email.as_bytes())
             waiting_for_data_reply = False
             try:
-                code, reply = conn.mail(message.from_email)
+                # With SMTPUTF8 (only asked for when offered) smtplib sends UTF-8 commands.
+                code, reply = conn.mail(message.from_email, options)
                 if code != 250:
                     conn.rset()
                     error = Rejected if 500 <= code < 600 else Transient
@@ -221,7 +237,7 @@ class SmtpProvider:
                         f"{where} refused the sender {message.from_email}: {code} {_text(reply)}",
                         partial=result,
                     )
-                code, reply = conn.rcpt(recipient.email)
+                code, reply = conn.rcpt(to)
                 if code not in (250, 251):
                     conn.rset()
                     if 500 <= code < 600:
@@ -255,8 +271,10 @@ class SmtpProvider:
                 if code == 421:
                     self._drop()
                 raise
+            finally:
+                conn.command_encoding = "ascii"  # the next transaction may be plain ASCII
             if code == 250:
-                result.accepted[sid] = str(email["Message-ID"])
+                result.accepted[sid] = message_id
             elif 500 <= code < 600:
                 result.rejected[sid] = f"{code} {_text(reply)}"
             else:
