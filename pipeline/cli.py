@@ -7,8 +7,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
+from pydantic import SecretStr
 
 from . import hot
 from .check import check as check_content
@@ -320,8 +322,58 @@ def worker(ctx: Context, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker (extra options go to Celery, e.g. --concurrency 2)."""
     from workers.app import create_app
 
-    app = _run(lambda: create_app(ctx.settings()))
+    from .preflight import require
+
+    def app_for(settings: Settings) -> Any:
+        require(settings, "start a worker")
+        return create_app(settings)
+
+    app = _run(lambda: app_for(ctx.settings()))
     app.worker_main(["worker", *celery_args])
+
+
+@main.command()
+@click.option(
+    "--new-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a new 2048-bit DKIM private key to this file (mode 600) first.",
+)
+@pass_ctx
+def dns(ctx: Context, new_key: Path | None) -> None:
+    """The DNS records to publish for the sending domain: DKIM, SPF, DMARC."""
+    from . import dkim
+
+    def run() -> None:
+        settings = ctx.settings()
+        if new_key is not None:
+            if new_key.exists():
+                raise LetterpressError(f"{new_key} exists already: choose another file")
+            new_key.touch(mode=0o600)
+            new_key.write_bytes(dkim.new_key())
+            click.echo(
+                f"wrote a new DKIM key to {new_key}: set LETTERPRESS_DKIM_PRIVATE_KEY={new_key}"
+                " and a dkim_selector, then publish the DKIM record below",
+                err=True,
+            )
+            settings = settings.model_copy(
+                update={"dkim_private_key": SecretStr(str(new_key))}
+            )
+        if settings.provider in dkim.SPF_INCLUDES:
+            click.echo(
+                f"# {settings.provider} signs your mail with the DKIM key of the domain you"
+                " verified in its dashboard: publish the records it shows there. SPF and"
+                " DMARC below still apply."
+            )
+        elif not settings.dkim_private_key.get_secret_value().strip():
+            click.echo(
+                "# no DKIM key: run `letterpress dns --new-key dkim.pem` and set"
+                " LETTERPRESS_DKIM_PRIVATE_KEY and dkim_selector to sign SMTP and outbox mail"
+            )
+        for record in dkim.records(settings):
+            click.echo(f"# {record.why}")
+            click.echo(f"{record.name}. IN {record.type} {dkim.zone_value(record.value)}")
+
+    _run(run)
 
 
 def _register() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from . import db, delivery, issues
+from . import db, delivery, issues, preflight
 from .cli_common import Context, pass_ctx, run_or_exit
 from .errors import ConfigError
 from .runtime import Runtime
@@ -293,7 +293,7 @@ def issue_schedule(ctx: Context, issue_id: int, at: str, tz: str) -> None:
                 raise ConfigError(
                     f"--at {at!r}: use now or ISO-8601, e.g. 2026-12-01T08:00"
                 ) from None
-        moment = issues.schedule(rt.engine, issue_id, when, tz)
+        moment = rt.schedule(issue_id, when, tz)
         local = moment.astimezone(issues.zone(tz))
         click.echo(f"issue {issue_id} scheduled for {local:%Y-%m-%d %H:%M %Z}")
         if at == "now" and rt.settings.redis_url:
@@ -427,6 +427,7 @@ def beat_command(ctx: Context, once: bool, celery_args: tuple[str, ...]) -> None
 
     def run() -> None:
         settings = ctx.settings()
+        preflight.require(settings, "start the beat")
         if settings.redis_url:
             from workers.app import create_app
 

@@ -47,6 +47,7 @@ from .providers.base import (
     Transient,
 )
 from .settings import Settings
+from .subscribers import normalise_email
 from .tokens import Signer
 
 log = logging.getLogger(__name__)
@@ -305,6 +306,10 @@ class Sender:
         except ProviderError as exc:
             reason = f"gave up after {self.settings.retry_attempts} attempts: {exc}"
             return self._give_up(claim, reason, False, exc.partial)
+        except Exception as exc:  # a fault in the adapter: what it sent is unknown
+            log.exception("batch %s: the %s adapter failed", batch_id, self.provider.name)
+            doubt = Ambiguous(f"the {self.provider.name} adapter failed: {type(exc).__name__}")
+            return self._ambiguous(claim, doubt)
         ids = set(result.accepted.values())
         return self._settle(claim, result, provider_id=ids.pop() if len(ids) == 1 else "")
 
@@ -458,6 +463,7 @@ class Sender:
         )
 
     def _recipient(self, issue_id: int, sid: int, email: str, name: str) -> Recipient:
+        name = " ".join(name.split())  # a name imported with line breaks fits in a header
         base = self.settings.base_url
         if issue_id not in self._lists:
             self._lists[issue_id] = unsubscribe_list(self.engine, issue_id)
@@ -840,6 +846,40 @@ def sweep(
     return result
 
 
+def _stored_form(address: str) -> str:
+    try:
+        return normalise_email(address)
+    except ValueError:
+        return address.lower()
+
+
+def pause_for_configuration(engine: Engine, batch_id: int, problem: str) -> None:
+    """A worker cannot send with its settings: the batch stays pending and its issue
+    pauses with the reason (``issue show``, ``letterpress status``), once; resuming after
+    the settings are fixed sends the batch."""
+    b, i = db.batches.c, db.issues.c
+    with engine.begin() as conn:
+        issue_id = conn.scalar(sa.select(b.issue_id).where(b.id == batch_id))
+        if issue_id is None:
+            return
+        reason = (
+            f"paused: the workers cannot send: {problem}. Fix the settings, restart the"
+            f" workers, then run `letterpress issue resume {issue_id}`"
+        )
+        paused = conn.execute(
+            sa.update(db.issues)
+            .where(i.id == issue_id, i.status == "sending")
+            .values(status="paused", status_reason=reason[:2000], updated_at=db.now())
+        ).rowcount
+        conn.execute(
+            sa.update(db.batches)
+            .where(b.id == batch_id, b.status == "pending")
+            .values(enqueued_at=None, error=problem[:500], updated_at=db.now())
+        )
+        if paused:
+            issues.event(conn, int(issue_id), "error", reason)
+
+
 def mark_enqueued(engine: Engine, batch_ids: Sequence[int]) -> None:
     if not batch_ids:
         return
@@ -891,6 +931,8 @@ def reconcile(
     for batch_id, key, updated_at, _ in ambiguous:
         since = updated_at - timedelta(days=1)
         known = provider.accepted(key, since) if key else None
+        if known is not None:  # providers answer in the wire form (xn-- domains)
+            known = {_stored_form(address) for address in known}
         if known is None and assume is None:
             out.unknown.append(int(batch_id))
             continue

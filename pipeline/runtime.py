@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from . import db, delivery, hot, issues
+from . import db, delivery, hot, issues, preflight
 from .content import Catalog, FileContentStore
+from .errors import ConfigError
 from .keys import Keys
 from .providers import create as create_provider
 from .providers.base import Provider
@@ -62,7 +63,24 @@ class Runtime:
 
     @cached_property
     def sender(self) -> delivery.Sender:
+        preflight.require(self.settings, "send")
         return delivery.Sender(self.engine, self.settings, self.provider, self.limiter)
+
+    def send_batch(self, batch_id: int) -> delivery.Outcome:
+        """Send one batch; when the settings make sending impossible, the batch's issue
+        pauses with the reason instead of failing batch after batch."""
+        try:
+            sender = self.sender
+        except ConfigError as exc:
+            log.error("batch %s: %s", batch_id, exc)
+            delivery.pause_for_configuration(self.engine, batch_id, str(exc))
+            return delivery.Outcome(batch_id, "released", detail=str(exc))
+        return sender.send_batch(batch_id)
+
+    def schedule(self, issue_id: int, at: datetime | None, tz: str = "UTC") -> datetime:
+        """``issues.schedule``, once the settings can send it."""
+        preflight.require(self.settings, f"schedule issue {issue_id}")
+        return issues.schedule(self.engine, issue_id, at, tz)
 
     @property
     def batch_size(self) -> int:

@@ -37,7 +37,7 @@ def register(app: Celery, settings: Settings) -> None:
 
     @app.task(name="letterpress.delivery.send_batch", shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def send_batch(batch_id: int) -> dict[str, Any]:
-        outcome = rt().sender.send_batch(int(batch_id))
+        outcome = rt().send_batch(int(batch_id))
         return {"batch": outcome.batch_id, "status": outcome.status, "sent": outcome.sent}
 
     @app.task(name="letterpress.issues.due", shared=False, ignore_result=True)  # type: ignore[untyped-decorator]

@@ -36,7 +36,7 @@ from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import consent, db, issues, subscribers
+from .. import consent, db, issues, preflight, subscribers
 from ..content import Catalog, FileContentStore
 from ..errors import ConfigError, NotFound
 from ..issues import IssueStateError
@@ -958,6 +958,7 @@ def schedule_issue(svc: Svc, issue_id: IssueId, body: ScheduleIn) -> IssueDetail
     except ValueError as exc:
         raise _bad(exc) from None
     try:
+        preflight.require(svc.settings, f"schedule issue {issue_id}")
         issues.schedule(svc.engine, issue_id, when, zone)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None

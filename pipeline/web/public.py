@@ -142,8 +142,13 @@ def _send_signup_mail(svc: Service, signup: consent.Signup, email: str, name: st
             "could not send the sign-up email to subscriber %s: %s", recipient.subscriber_id, exc
         )
         return
-    if result.rejected:
-        log.warning("the provider refused the sign-up email to subscriber %s", signup.subscriber_id)
+    except Exception:  # after the answer nothing else can report it: the log does
+        log.exception("the sign-up email to subscriber %s failed", recipient.subscriber_id)
+        return
+    for reason in result.rejected.values():
+        log.warning(
+            "the sign-up email to subscriber %s was not sent: %s", signup.subscriber_id, reason
+        )
 
 
 @router.get("/subscribe", response_class=HTMLResponse, tags=["subscribers"], summary="Sign-up form")
