@@ -5,7 +5,7 @@ and the DNS records for the sending domain."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,12 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from pydantic import SecretStr
 
-from pipeline import db, dkim, issues, preflight, status, subscribers
+from pipeline import db, delivery, dkim, issues, preflight, status, subscribers
 from pipeline.cli import main
 from pipeline.issues import ArticleRef
+from pipeline.providers.base import BatchResult, Message, Recipient
 from pipeline.providers.double import DoubleServer
+from pipeline.providers.outbox import OutboxProvider
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 
@@ -327,3 +329,36 @@ def test_the_dkim_key_is_a_secret(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--config", str(config), "dns"])
     assert result.exit_code == 2
     assert "LETTERPRESS_DKIM_PRIVATE_KEY" in result.output
+
+
+class FaultyOutbox(OutboxProvider):
+    """The outbox with a bug that strikes after its first file: an exception that is not
+    a provider error, from the middle of a batch."""
+
+    def send(self, message: Message, recipients: Sequence[Recipient], key: str) -> BatchResult:
+        super().send(message, recipients[:1], key)
+        raise RuntimeError("a fault in the adapter")
+
+
+def test_an_adapter_fault_makes_the_batch_ambiguous_and_reconcile_settles_it(
+    sqlite_url: str, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    seed_subscribers(sqlite_url, 5)
+    settings = make_settings(
+        database_url=sqlite_url, secret_key=SECRET, outbox_dir=tmp_path / "outbox"
+    )
+    faulty = Runtime(settings, provider=FaultyOutbox(settings))
+    issue_id, batches = start(faulty)
+    [outcome] = send_all(faulty, batches)
+    assert outcome.status == "ambiguous"
+    assert "RuntimeError" in outcome.detail
+    assert issues.get(faulty.engine, issue_id).status == "sending"  # nothing settled blindly
+    outbox = OutboxProvider(settings)
+    settled = delivery.reconcile(faulty.engine, issue_id, outbox)
+    assert (settled.sent, settled.requeued) == (1, batches)  # the file written counts as sent
+    fixed = Runtime(settings, provider=outbox)
+    send_all(fixed, settled.requeued)
+    assert issues.get(fixed.engine, issue_id).status == "sent"
+    assert log(fixed, issue_id) == {"sent": 5}
+    folder = tmp_path / "outbox" / f"issue-{issue_id}"
+    assert sorted(int(p.stem) for p in folder.glob("*.eml")) == [1, 2, 3, 4, 5]
