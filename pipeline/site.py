@@ -8,6 +8,13 @@ page, and what the build learnt of every source file, are kept in
 
 The costly steps (Markdown to HTML, page rendering) are units of JSON work run by a
 ``Pool``: in this process, in local processes, or as Celery tasks.
+
+Every link from a page to another page or file of the site is relative to the page (as
+MkDocs makes them), so the site works opened from disk and served from any sub-path;
+with ``directory_urls`` off (the default) links to pages name their ``index.html``. A
+page's depth is fixed by its kind, so its key needs nothing more than the settings.
+What is meant for other machines stays absolute (from ``base_url``): canonical and Open
+Graph URLs, JSON-LD, the feed, the sitemap, robots.txt and the page-view beacon.
 """
 
 from __future__ import annotations
@@ -24,13 +31,22 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from feedgen.feed import FeedGenerator
 
 from . import hot
 from .content import Article, Catalog, FileContentStore, Parsed, build_catalog, parse_article
-from .errors import Problem
-from .markup import Body, Link, Renderer, link_problems, parse_fragment, slugify_heading
+from .errors import ConfigError, Problem
+from .markup import (
+    Body,
+    Link,
+    Renderer,
+    link_problems,
+    parse_fragment,
+    serialize_fragment,
+    slugify_heading,
+)
 from .pool import Pool, SerialPool, Unit
 from .settings import Settings, load_settings
 from .templating import environment, site_context, templates_version
@@ -38,8 +54,10 @@ from .templating import environment, site_context, templates_version
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".letterpress"
-FORMAT = 5  # bump when the meaning of cached data changes
+FORMAT = 6  # bump when the meaning of cached data changes
 CHUNK = 50  # articles per unit of work
+PAGE_FOLDERS = ("articles", "category", "series")  # the folders of pages the build makes
+FAVICON_TYPES = {".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon"}
 
 
 @dataclass
@@ -157,12 +175,140 @@ def render_articles(unit: Unit) -> Unit:
 
 
 # ---------------------------------------------------------------------------
+# Links
+
+
+def _split(url: str) -> tuple[str, str]:
+    """A URL's path, and its query and fragment (with their '?' or '#')."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    return url[:cut], url[cut:]
+
+
+def relative_url(page: str, target: str, directory_urls: bool) -> str:
+    """The link from the page written at ``page`` (``articles/x/index.html``) to the site
+    path ``target``: a folder of pages when it is empty (the home page) or ends in '/',
+    else a file. A query or fragment is kept. A folder is linked as its ``index.html``
+    (a browser shows a listing for a folder on disk), or with a '/' at the end when
+    ``directory_urls`` is on (a server answers it with the index)."""
+    path, tail = _split(target)
+    here = page.split("/")[:-1]
+    folder = path == "" or path.endswith("/")
+    parts = [p for p in path.split("/") if p]
+    name: list[str] = []
+    if not folder:
+        parts, name = parts[:-1], parts[-1:]
+    elif not directory_urls:
+        name = ["index.html"]
+    common = 0
+    while common < min(len(here), len(parts)) and here[common] == parts[common]:
+        common += 1
+    link = "/".join([".."] * (len(here) - common) + parts[common:] + name)
+    if folder and directory_urls:
+        link = link + "/" if link else "./"
+    return link + tail
+
+
+def site_path(settings: Settings, url: str) -> str | None:
+    """The path within the site ('' is the home page) that a URL written in an article
+    points at, or None when it leads elsewhere: another site, ``mailto:``, an anchor on
+    the same page. As for emails, a URL without a scheme is from the site's root."""
+    url = url.strip()
+    base = settings.base_url
+    if not url or url.startswith(("#", "?", "//")):
+        return None
+    if url == base or url.startswith((base + "/", base + "?", base + "#")):
+        return url[len(base) :].lstrip("/")
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        return None
+    return None if scheme else url.lstrip("/")
+
+
+@dataclass(frozen=True)
+class PageLinks:
+    """Links from one page of the site (``page`` is where it is written)."""
+
+    settings: Settings
+    page: str
+
+    def __call__(self, target: str) -> str:
+        """To a page (``articles/x/``, '' for home) or a file (``feed.xml``) of the site."""
+        return relative_url(self.page, target, self.settings.directory_urls)
+
+    def content(self, url: str) -> str:
+        """A URL written in an article (a link, an image): relative when it is a page of
+        the site or a file it serves (``/images/x.png``); absolute when it is a route of
+        the subscriber service at ``base_url`` (``/subscribe``); else as written."""
+        target = site_path(self.settings, url)
+        if target is None:
+            return url
+        path, tail = _split(target)
+        folder = path.strip("/")
+        if "." in folder.rsplit("/", 1)[-1]:
+            return self(target)  # a file
+        if not folder or folder.split("/")[0] in PAGE_FOLDERS:
+            return self((folder + "/" if folder else "") + tail)
+        return f"{self.settings.base_url}/{target}"
+
+    def html(self, fragment: str) -> str:
+        """An article's HTML with its links and images as ``content`` makes them."""
+        if "href=" not in fragment and "src=" not in fragment:
+            return fragment
+        root = parse_fragment(fragment)
+        for el in root.iter("a", "img"):
+            attr = "href" if el.tag == "a" else "src"
+            value = el.get(attr)
+            if value:
+                el.set(attr, self.content(value))
+        return serialize_fragment(root)
+
+
+def absolute_url(settings: Settings, url: str) -> str:
+    """A URL written in an article, made absolute (for Open Graph and JSON-LD)."""
+    if "://" in url:
+        return url
+    if url.startswith("//"):
+        return "https:" + url
+    return settings.base_url + "/" + url.lstrip("/")
+
+
+def favicon_path(settings: Settings) -> str:
+    """Where the build writes the favicon in the site."""
+    suffix = Path(settings.favicon).suffix.lower() if settings.favicon else ".svg"
+    return f"assets/favicon{suffix}"
+
+
+def favicon_bytes(settings: Settings) -> bytes:
+    """The favicon: the file the setting names (from the working folder), or the
+    default of the templates."""
+    path = Path(settings.favicon) if settings.favicon else None
+    if path is None:
+        path = settings.templates_dir / "web" / "favicon.svg"
+    elif path.suffix.lower() not in FAVICON_TYPES:
+        raise ConfigError(f"setting favicon: {path} is not an .svg, .png or .ico file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"setting favicon: cannot read {path} ({exc.strerror})") from None
+
+
+# ---------------------------------------------------------------------------
 # Pages
 
 
-def _context(settings: Settings, nav: list[dict[str, str]], css_version: str) -> dict[str, Any]:
+def _context(
+    settings: Settings, nav: list[dict[str, str]], css_version: str, page: str
+) -> dict[str, Any]:
     ctx = site_context(settings)
-    ctx.update(nav=nav, css_version=css_version)
+    link = PageLinks(settings, page)
+    icon = favicon_path(settings)
+    ctx.update(
+        nav=nav,
+        css_version=css_version,
+        url=link,
+        favicon={"href": link(icon), "type": FAVICON_TYPES[Path(icon).suffix]},
+    )
     return ctx
 
 
@@ -187,6 +333,10 @@ def article_url(settings: Settings, slug: str) -> str:
     return f"{settings.base_url}/articles/{slug}/"
 
 
+def article_page_path(slug: str) -> str:
+    return f"articles/{slug}/index.html"
+
+
 def article_page(
     settings: Settings,
     article: Article,
@@ -197,10 +347,17 @@ def article_page(
 ) -> str:
     env = environment(settings.templates_dir)
     url = article_url(settings, article.slug)
-    ctx = _context(settings, nav, css_version)
+    ctx = _context(settings, nav, css_version, article_page_path(article.slug))
+    link: PageLinks = ctx["url"]
+    # The body is shared with the email (whose links are absolute): made relative here.
+    shown = Body(
+        tuple(link.html(part) for part in body.parts),
+        tuple((question, link.html(answer)) for question, answer in body.faq),
+        body.links, body.headings, body.problems, body.disclosure_problems,
+    )  # fmt: skip
     ctx.update(
         article=article,
-        body=body,
+        body=shown,
         hot=cards,
         canonical=url,
         disclosure=disclosure_for(settings, article, body),
@@ -209,24 +366,36 @@ def article_page(
         series_slug=slugify_heading(article.series) if article.series else "",
         json_ld=_json_ld(settings, article, body, url),
         beacon=settings.page_view_beacon,
-        absolute=lambda src: src if "://" in src else settings.base_url + "/" + src.lstrip("/"),
+        beacon_url=f"{settings.base_url}/v/{article.slug}",
+        absolute=lambda src: absolute_url(settings, src),
     )
     return env.get_template("web/article.html").render(ctx)
 
 
-def _json_ld(settings: Settings, article: Article, body: Body, url: str) -> list[dict[str, Any]]:
+def author_type(settings: Settings, name: str) -> str:
+    """Organization for the publication and its teams (``organization_authors``)."""
+    teams = {n.casefold() for n in [settings.site_name, *settings.organization_authors]}
+    return "Organization" if name.casefold() in teams else "Person"
 
+
+def _json_ld(settings: Settings, article: Article, body: Body, url: str) -> list[dict[str, Any]]:
+    author = article.author or settings.default_author
     graph: list[dict[str, Any]] = [
         {
             "@context": "https://schema.org",
             "@type": "Article",
             "headline": article.title,
             "description": article.description,
-            "author": {"@type": "Person", "name": article.author or settings.default_author},
-            "publisher": {"@type": "Organization", "name": settings.site_name},
+            **({"image": absolute_url(settings, article.hero.src)} if article.hero else {}),
+            "author": {"@type": author_type(settings, author), "name": author},
+            "publisher": {
+                "@type": "Organization",
+                "name": settings.site_name,
+                "url": settings.base_url + "/",
+            },
             "mainEntityOfPage": url,
             **({"datePublished": article.published.isoformat()} if article.published else {}),
-            **({"dateModified": article.updated.isoformat()} if article.updated else {}),
+            "dateModified": article.date.isoformat(),
         }
     ]
     if body.faq:
@@ -285,6 +454,7 @@ class Builder:
     def build(self, force: bool = False) -> BuildReport:
         started = time.perf_counter()
         report = BuildReport(self.out_dir, pool=self.pool.name)
+        favicon = favicon_bytes(self.settings)  # a wrong setting stops the build first
         key = settings_key(self.settings)
         state = self._load_state(key)
         unit_settings = self.settings.model_dump(
@@ -366,7 +536,7 @@ class Builder:
                                              self.settings)]  # fmt: skip
         for article in published:
             cards = [c for c in top if c["slug"] != article.slug][:size]
-            page = f"articles/{article.slug}/index.html"
+            page = article_page_path(article.slug)
             page_key = _hash(key, tpl, article.source_hash, cards, nav)
             pages[page] = page_key
             if force or state["pages"].get(page) != page_key or not (self.out_dir / page).exists():
@@ -391,7 +561,7 @@ class Builder:
             report.written.extend(result["written"])
 
         for page, page_key, render in self._site_pages(
-            catalog, published, scores, nav, css, css_version, key, tpl
+            catalog, published, scores, nav, css, css_version, key, tpl, favicon
         ):
             pages[page] = page_key
             if force or state["pages"].get(page) != page_key or not (self.out_dir / page).exists():
@@ -408,7 +578,7 @@ class Builder:
             if state_keys[path] in state["sources"]:
                 summaries[path] = state["sources"][state_keys[path]]
                 broken.add(summaries[path]["slug"])
-        keep = {f"articles/{slug}/index.html" for slug in broken}
+        keep = {article_page_path(slug) for slug in broken}
         for page in sorted(set(state["pages"]) - set(pages) - keep):
             target = self.out_dir / page
             if target.exists():
@@ -438,13 +608,17 @@ class Builder:
         css_version: str,
         key: str,
         tpl: str,
+        favicon: bytes,
     ) -> Iterable[tuple[str, str, Any]]:
         settings = self.settings
         env = environment(settings.templates_dir)
-        ctx = _context(settings, nav, css_version)
         listed = [_card(a) for a in published]
 
         yield "assets/site.css", _hash(css.decode()), lambda: css
+        if settings.page_view_beacon:
+            beacon = (settings.templates_dir / "web" / "beacon.js").read_bytes()
+            yield "assets/beacon.js", hashlib.sha256(beacon).hexdigest(), lambda: beacon
+        yield favicon_path(settings), hashlib.sha256(favicon).hexdigest(), lambda: favicon
 
         home_hot = [c.__dict__ for c in hot.cards(
             hot.rank(published, scores, size=settings.hot_size), settings)]  # fmt: skip
@@ -452,8 +626,9 @@ class Builder:
 
         def home() -> str:
             return env.get_template("web/index.html").render(
-                ctx, canonical=settings.base_url + "/", hot=home_hot, latest=latest
-            )
+                _context(settings, nav, css_version, "index.html"),
+                canonical=settings.base_url + "/", hot=home_hot, latest=latest,
+            )  # fmt: skip
 
         yield "index.html", _hash(key, tpl, home_hot, [_card(a) for a in latest], nav), home
 
@@ -469,10 +644,12 @@ class Builder:
                 page = f"{folder}/{slug}/index.html"
 
                 def listing(kind: str = kind, name: str = name, items: list[Article] = items,
+                            page: str = page,
                             url: str = f"{settings.base_url}/{folder}/{slug}/") -> str:  # fmt: skip
                     return env.get_template("web/listing.html").render(
-                        ctx, canonical=url, kind=kind, heading=name, articles=items
-                    )
+                        _context(settings, nav, css_version, page),
+                        canonical=url, kind=kind, heading=name, articles=items,
+                    )  # fmt: skip
 
                 yield page, _hash(key, tpl, kind, name, [_card(a) for a in items], nav), listing
 

@@ -2,7 +2,9 @@
 
 One module-scoped build of a copy of the repository's content (plus two articles added
 here: one with an Amazon affiliate link, one with images) is served over HTTP on
-127.0.0.1; one Chromium (Debian's, never a downloaded one) drives every test.
+127.0.0.1 (with ``directory_urls``, as a publisher's server would); a second build of the
+same content with the default settings is opened from disk (file://). One Chromium
+(Debian's, never a downloaded one) drives every test.
 """
 
 from __future__ import annotations
@@ -170,6 +172,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def do_POST(self) -> None:  # the page-view beacon, as the subscriber service answers it
+        self.send_response(204 if self.path.startswith("/v/") else 404)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
 
 def solid_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     """A valid one-colour RGB PNG."""
@@ -194,6 +201,13 @@ def png_dimensions(data: bytes) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def add_images(out: Path) -> None:
+    """The images the site serves (the build copies no images)."""
+    (out / "images").mkdir()
+    (out / "images" / "natto-hero.png").write_bytes(solid_png(64, 40, (140, 98, 57)))
+    (out / "images" / "natto-bowl.png").write_bytes(solid_png(48, 48, (201, 160, 80)))
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("browser")
@@ -208,7 +222,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         base_url = f"http://127.0.0.1:{server.server_address[1]}"
         empty = tmp / "empty.toml"
         empty.write_text("")
-        settings = load_settings(empty, base_url=base_url, postal_address=POSTAL_ADDRESS)
+        settings = load_settings(
+            empty, base_url=base_url, postal_address=POSTAL_ADDRESS, directory_urls=True
+        )
         content_dir = tmp / "content"
         shutil.copytree(CONTENT, content_dir)
         write_article(content_dir, AFFILIATE_SLUG, AFFILIATE_FRONT, AFFILIATE_BODY)
@@ -217,9 +233,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         report = Builder(settings, out, content_dir=content_dir).build()
         assert report.ok, report.problems
         assert report.articles == 8
-        (out / "images").mkdir()
-        (out / "images" / "natto-hero.png").write_bytes(solid_png(64, 40, (140, 98, 57)))
-        (out / "images" / "natto-bowl.png").write_bytes(solid_png(48, 48, (201, 160, 80)))
+        add_images(out)
         catalog = FileContentStore(content_dir, settings).catalog()
         assert not catalog.problems, catalog.problems
 
@@ -312,7 +326,8 @@ def test_k2_guide_structure_headings_and_hot_articles(site: Site, page: Page) ->
     for i in range(4):
         card = cards.nth(i)
         href = card.locator("h3 a").get_attribute("href") or ""
-        slug = href.strip("/").removeprefix("articles/")
+        assert href.startswith("../") and href.endswith("/"), href  # relative, directory URL
+        slug = href.rstrip("/").rsplit("/", 1)[-1]
         shown.append(
             (
                 slug,
@@ -503,7 +518,10 @@ IMAGES_JS = """() => Array.from(document.images).map(img => ({
 def test_every_image_has_alt_text(site: Site, page: Page) -> None:
     page.goto(site.url(IMAGES_SLUG))
     images: list[dict[str, Any]] = page.evaluate(IMAGES_JS)
-    assert [i["src"] for i in images] == ["/images/natto-hero.png", "/images/natto-bowl.png"]
+    assert [i["src"] for i in images] == [
+        "../../images/natto-hero.png",
+        "../../images/natto-bowl.png",
+    ]
     assert all(i["loaded"] for i in images), images
     assert [i for i in images if not (i["alt"] or "").strip()] == []
     assert images[1]["alt"] == "Natto beans pulled up on chopsticks, showing their sticky threads"
@@ -627,3 +645,126 @@ def test_email_without_style_block_keeps_its_layout(
         assert box["styles"] == 1
         assert box["container"] <= 375, box
         assert box["scrollWidth"] <= 375, box
+
+
+# --- 9. the site opened from disk, and no errors in the console -----------------------------
+
+
+@contextmanager
+def watched(page: Page) -> Iterator[list[str]]:
+    """Console errors, uncaught exceptions, failed requests and 4xx/5xx answers."""
+    errors: list[str] = []
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            errors.append(f"console: {message.text} ({message.location})")
+
+    def on_response(response: Any) -> None:
+        if response.status >= 400:
+            errors.append(f"{response.status}: {response.request.method} {response.url}")
+
+    def on_failed(request: Any) -> None:
+        # Leaving a page cancels what it still loads (the icon, late): not a missing file.
+        if request.failure != "net::ERR_ABORTED":
+            errors.append(f"failed: {request.url} ({request.failure})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    page.on("requestfailed", on_failed)
+    page.on("response", on_response)
+    yield errors
+
+
+STYLE_JS = """() => {
+    const body = getComputedStyle(document.body);
+    const header = document.querySelector('.site-header');
+    return {margin: body.marginTop, font: body.fontFamily,
+            rule: header ? getComputedStyle(header).borderBottomStyle : null,
+            sheets: document.styleSheets.length};
+}"""
+
+FAVICON_JS = """async () => {
+    const link = document.querySelector('link[rel="icon"]');
+    const img = new Image();
+    img.src = link.href;
+    await img.decode();
+    return {href: link.getAttribute('href'), width: img.naturalWidth};
+}"""
+
+
+def check_styled(page: Page) -> None:
+    style: dict[str, Any] = page.evaluate(STYLE_JS)
+    # Without site.css Chromium's body has an 8px margin and a Times font, no rules.
+    assert style["sheets"] == 1, style
+    assert style["margin"] == "0px" and "Georgia" in style["font"], style
+    assert style["rule"] == "solid", style
+
+
+@pytest.fixture(scope="module")
+def disk_site(site: Site) -> Path:
+    """The same content built with the default settings (directory_urls off)."""
+    out = site.tmp / "disk" / "site"
+    settings = site.settings.model_copy(update={"directory_urls": False})
+    report = Builder(settings, out, content_dir=site.content_dir).build()
+    assert report.ok, report.problems
+    add_images(out)
+    return out
+
+
+def test_the_site_opened_from_disk_is_styled_and_its_links_work(
+    disk_site: Path, site: Site, page: Page
+) -> None:
+    guide = site.catalog.articles[K2_GUIDE]
+    with watched(page) as errors:
+        page.goto((disk_site / "index.html").as_uri())
+        assert page.url.startswith("file://")
+        check_styled(page)
+        assert page.evaluate(FAVICON_JS) == {"href": "assets/favicon.svg", "width": 32}
+
+        link = page.locator("main a", has_text=guide.title).first
+        assert link.get_attribute("href") == f"articles/{K2_GUIDE}/index.html"
+        link.click()
+        page.wait_for_url((disk_site / "articles" / K2_GUIDE / "index.html").as_uri())
+        assert text(page, "h1") == guide.title
+        check_styled(page)
+        assert page.evaluate(FAVICON_JS)["href"] == "../../assets/favicon.svg"
+
+        # An article-to-article link inside a body, the hot cards, the category, home.
+        page.goto((disk_site / "articles" / AFFILIATE_SLUG / "index.html").as_uri())
+        page.locator(".article .label a").first.click()
+        page.wait_for_url((disk_site / "category" / "vitamins-supplements" / "index.html").as_uri())
+        assert text(page, "h1") == "Vitamins & Supplements"
+        check_styled(page)
+        page.locator(".site-name").click()
+        page.wait_for_url((disk_site / "index.html").as_uri())
+
+        anxiety = "anxiety-without-a-trigger-magnesium-deficiency"
+        page.goto((disk_site / "articles" / anxiety / "index.html").as_uri())
+        page.locator(".body a", has_text="vitamin K2 for directing calcium to bones").click()
+        page.wait_for_url((disk_site / "articles" / K2_GUIDE / "index.html").as_uri())
+        page.locator(".hot a.more").first.click()
+        page.wait_for_url(re.compile(r"^file://.*/articles/[a-z0-9-]+/index\.html$"))
+        check_styled(page)
+
+        page.goto((disk_site / "articles" / IMAGES_SLUG / "index.html").as_uri())
+        images: list[dict[str, Any]] = page.evaluate(IMAGES_JS)
+        assert len(images) == 2 and all(i["loaded"] for i in images), images
+        page.goto((disk_site / "index.html").as_uri())
+        feed = page.locator(".site-footer a", has_text="Atom feed")
+        assert feed.get_attribute("href") == "feed.xml"
+    assert errors == []
+
+
+def test_served_pages_log_no_errors_and_no_404(site: Site, page: Page) -> None:
+    with watched(page) as errors:
+        for url in (site.base_url + "/", site.url(IMAGES_SLUG),
+                    f"{site.base_url}/category/vitamins-supplements/"):  # fmt: skip
+            page.goto(url)
+            check_styled(page)
+            assert page.evaluate(FAVICON_JS)["width"] == 32
+        # The page-view beacon, from its own script file, to the absolute base_url.
+        with page.expect_request(lambda r: r.method == "POST") as beacon:
+            page.goto(site.url(K2_GUIDE))
+        assert beacon.value.url == f"{site.base_url}/v/{K2_GUIDE}"
+        assert beacon.value.response() is not None
+    assert errors == []

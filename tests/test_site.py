@@ -7,12 +7,14 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import lxml.html
 import pytest
 import redis
 
+from pipeline.errors import ConfigError
 from pipeline.hot import Engagement
 from pipeline.settings import Settings
 from pipeline.site import Builder
@@ -262,3 +264,246 @@ def test_build_and_check_word_a_broken_link_alike(
     _, checked = check(settings, content_dir)
     assert [str(p) for p in built] == [str(p) for p in checked]
     assert checked[0].message == "link to unknown article 'gone' (/articles/gone/): check the slug"
+
+
+# --- links relative to the page, absolute URLs for machines, favicon, JSON-LD ---------------
+
+K2_ROLE_SLUG = "the-role-of-vitamin-k2-in-calcium-distribution"
+LINKING_BODY = f"""See [the guide](/articles/vitamin-k2-for-directing-calcium-to-bones/) and
+[its FAQ](https://news.example.org/articles/{K2_ROLE_SLUG}/#faq).
+
+![Natto in a bowl](/images/photo.png)
+
+[Subscribe](/subscribe), [elsewhere](https://example.com/x), [write](mailto:a@example.com),
+[down here](#down-here).
+
+## Down here
+"""
+
+
+def add_linking_article(content_dir: Path) -> None:
+    hero = "hero:\n  src: /images/hero.png\n  alt: A bowl of natto"
+    write_article(content_dir, "linking", front("Linking", series="Links") + "\n" + hero,
+                  LINKING_BODY)  # fmt: skip
+
+
+def add_images(out: Path) -> None:
+    """The images the site serves (a build copies none)."""
+    (out / "images").mkdir(exist_ok=True)
+    for name in ("hero.png", "photo.png"):
+        (out / "images" / name).write_bytes(b"\x89PNG\r\n\x1a\n")
+
+
+def local_links(doc: lxml.html.HtmlElement) -> list[tuple[str, str]]:
+    """(tag, URL) of every href and src that is neither absolute nor an anchor."""
+    found = []
+    for el in doc.xpath("//*[@href or @src]"):
+        value = el.get("href") if el.get("href") is not None else el.get("src")
+        if not value.startswith("#") and not re.match(r"^[a-z][a-z0-9+.-]*:", value):
+            found.append((el.tag, value))
+    return found
+
+
+def html_pages(out: Path) -> list[Path]:
+    pages = sorted(p for p in out.rglob("*.html") if ".letterpress" not in p.parts)
+    assert len(pages) >= 12
+    return pages
+
+
+def test_every_link_resolves_from_disk(
+    settings: Settings, content_dir: Path, tmp_path: Path
+) -> None:
+    add_linking_article(content_dir)
+    out = tmp_path / "site"
+    assert Builder(settings, out, content_dir=content_dir).build().problems == []
+    add_images(out)
+    for path in html_pages(out):
+        for tag, link in local_links(page(out, str(path.relative_to(out)))):
+            assert not link.startswith("/"), (path, link)  # never from the server's root
+            target = (path.parent / re.split(r"[?#]", link)[0]).resolve()
+            assert target.is_file(), (path, link)
+            assert out.resolve() in target.parents, (path, link)
+            if tag == "a":
+                assert not link.endswith("/"), (path, link)  # a folder on disk is a listing
+    home = page(out, "index.html")
+    assert home.xpath("//a[@class='site-name']/@href") == ["index.html"]
+    assert home.xpath("//link[@rel='icon']/@href") == ["assets/favicon.svg"]
+    assert home.xpath("//link[@rel='stylesheet']/@href")[0].startswith("assets/site.css?v=")
+    assert home.xpath("//footer//a/@href") == ["feed.xml", "sitemap.xml"]
+
+    linking = page(out, "articles/linking/index.html")
+    body = linking.xpath("//div[@class='body']")[0]
+    assert body.xpath(".//a/@href") == [
+        "../vitamin-k2-for-directing-calcium-to-bones/index.html",
+        f"../{K2_ROLE_SLUG}/index.html#faq",
+        "https://news.example.org/subscribe",  # the subscriber service, not a page
+        "https://example.com/x",
+        "mailto:a@example.com",
+        "#down-here",
+    ]
+    assert body.xpath(".//img/@src") == ["../../images/photo.png"]
+    assert linking.xpath("//figure[@class='hero']/img/@src") == ["../../images/hero.png"]
+    assert linking.xpath("//header//p[@class='label']/a/@href") == [
+        "../../category/testing/index.html", "../../series/links/index.html"]  # fmt: skip
+    assert linking.xpath("//a[@class='site-name']/@href") == ["../../index.html"]
+    beacon = linking.xpath("//script[@data-url]")[0]
+    assert beacon.get("src") == "../../assets/beacon.js"
+    assert beacon.get("data-url") == "https://news.example.org/v/linking"  # the service
+
+    # The email of the same (cached) body keeps absolute links: it is not a page.
+    from pipeline.content import FileContentStore
+    from pipeline.emails import EmailRenderer
+
+    email = EmailRenderer(settings).render(FileContentStore(content_dir, settings).catalog(),
+                                           ["linking"]).html  # fmt: skip
+    hrefs = lxml.html.fromstring(email).xpath("//a/@href | //img/@src")
+    assert not [h for h in hrefs if h.startswith("../")]
+    assert any(h.startswith("https://news.example.org/articles/vitamin-k2-") for h in hrefs)
+
+
+def test_directory_urls_end_in_a_slash(
+    make_settings: Callable[..., Settings], content_dir: Path, tmp_path: Path
+) -> None:
+    add_linking_article(content_dir)
+    out = tmp_path / "site"
+    Builder(make_settings(directory_urls=True), out, content_dir=content_dir).build()
+    add_images(out)
+    folders = 0
+    for path in html_pages(out):
+        for tag, link in local_links(page(out, str(path.relative_to(out)))):
+            linked = re.split(r"[?#]", link)[0]
+            target = path.parent / linked
+            if tag == "a" and not re.search(r"\.[a-z]+$", linked):  # a page, not a file
+                assert linked.endswith("/"), (path, link)
+                assert (target / "index.html").is_file(), (path, link)
+                folders += 1
+            else:
+                assert target.is_file(), (path, link)
+            assert "index.html" not in link, (path, link)
+    assert folders > 100
+    assert page(out, "index.html").xpath("//a[@class='site-name']/@href") == ["./"]
+    linking = page(out, "articles/linking/index.html")
+    assert linking.xpath("//div[@class='body']//a/@href")[:2] == [
+        "../vitamin-k2-for-directing-calcium-to-bones/", f"../{K2_ROLE_SLUG}/#faq"]  # fmt: skip
+    assert linking.xpath("//a[@class='site-name']/@href") == ["../../"]
+
+
+def test_urls_for_machines_stay_absolute_under_a_sub_path(
+    make_settings: Callable[..., Settings], content_dir: Path, tmp_path: Path
+) -> None:
+    base = "https://news.example.org/blog"
+    out = tmp_path / "site"
+    Builder(make_settings(base_url=base), out, content_dir=content_dir).build()
+    doc = page(out, GUIDE)
+    url = f"{base}/articles/vitamin-k2-for-directing-calcium-to-bones/"
+    assert doc.xpath("//link[@rel='canonical']/@href") == [url]
+    assert doc.xpath("//meta[@property='og:url']/@content") == [url]
+    assert doc.xpath("//link[@rel='alternate']/@href") == [f"{base}/feed.xml"]
+    ld = json.loads(doc.xpath("//script[@type='application/ld+json']/text()")[0])[0]
+    assert ld["mainEntityOfPage"] == url
+    assert page(out, "index.html").xpath("//link[@rel='canonical']/@href") == [base + "/"]
+    listing = page(out, "category/vitamins-supplements/index.html")
+    assert listing.xpath("//link[@rel='canonical']/@href") == [
+        f"{base}/category/vitamins-supplements/"]  # fmt: skip
+    for path in html_pages(out):
+        for _, link in local_links(page(out, str(path.relative_to(out)))):
+            assert not link.startswith("/"), (path, link)  # nothing from the host's root
+
+    atom = "{http://www.w3.org/2005/Atom}"
+    feed = ElementTree.parse(out / "feed.xml").getroot()
+    hrefs = [link.get("href") or "" for link in feed.iter(f"{atom}link")]
+    assert hrefs and all(h.startswith(base + "/") for h in hrefs), hrefs
+    assert all((e.text or "").startswith(base + "/") for e in feed.iter(f"{atom}id"))
+    sitemap = ElementTree.parse(out / "sitemap.xml").getroot()
+    locs = [e.text or "" for e in sitemap.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
+    assert len(locs) >= 12 and all(loc.startswith(base + "/") for loc in locs), locs
+    assert f"Sitemap: {base}/sitemap.xml" in (out / "robots.txt").read_text()
+
+
+def test_article_json_ld_has_image_date_modified_and_organization_author(
+    make_settings: Callable[..., Settings], content_dir: Path, tmp_path: Path
+) -> None:
+    add_linking_article(content_dir)
+    write_article(content_dir, "by-a-person",
+                  front("By a person", author="Jane Doe", updated="2026-03-04"))  # fmt: skip
+    write_article(content_dir, "by-the-site", front("By the site", author="Letterpress"))
+
+    def article_ld(out: Path, slug: str) -> dict[str, Any]:
+        doc = page(out, f"articles/{slug}/index.html")
+        blocks = json.loads(doc.xpath("//script[@type='application/ld+json']/text()")[0])
+        found: dict[str, Any] = next(b for b in blocks if b["@type"] == "Article")
+        return found
+
+    out = tmp_path / "site"
+    Builder(make_settings(), out, content_dir=content_dir).build()
+    guide = article_ld(out, "vitamin-k2-for-directing-calcium-to-bones")
+    assert guide["author"] == {"@type": "Organization", "name": "Editorial Team"}
+    assert guide["dateModified"] == guide["datePublished"]  # no updated: in its front matter
+    assert "image" not in guide  # no hero
+    linking = article_ld(out, "linking")
+    assert linking["image"] == "https://news.example.org/images/hero.png"
+    assert linking["author"]["@type"] == "Organization"  # default_author: Editorial Team
+    person = article_ld(out, "by-a-person")
+    assert person["author"] == {"@type": "Person", "name": "Jane Doe"}
+    assert person["dateModified"] == "2026-03-04T00:00:00+00:00"
+    assert person["datePublished"] == "2026-01-02T00:00:00+00:00"
+    assert article_ld(out, "by-the-site")["author"]["@type"] == "Organization"  # site_name
+    assert guide["publisher"]["@type"] == "Organization"
+
+    other = tmp_path / "other"
+    Builder(
+        make_settings(organization_authors=["Jane Doe"]), other, content_dir=content_dir
+    ).build()
+    assert article_ld(other, "by-a-person")["author"]["@type"] == "Organization"
+    assert article_ld(other, "linking")["author"]["@type"] == "Person"
+
+
+def test_favicon_default_and_configured(
+    make_settings: Callable[..., Settings], content_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    out = tmp_path / "site"
+    Builder(make_settings(), out, content_dir=content_dir).build()
+    shipped = Path(__file__).resolve().parent.parent / "templates" / "web" / "favicon.svg"
+    assert (out / "assets" / "favicon.svg").read_bytes() == shipped.read_bytes()
+    for path in html_pages(out):
+        icons = page(out, str(path.relative_to(out))).xpath("//link[@rel='icon']")
+        assert len(icons) == 1, path
+        assert icons[0].get("type") == "image/svg+xml"
+        assert (path.parent / icons[0].get("href")).resolve() == (out / "assets/favicon.svg")
+
+    monkeypatch.chdir(tmp_path)  # the setting is a path from the working folder
+    (tmp_path / "brand").mkdir()
+    (tmp_path / "brand" / "icon.PNG").write_bytes(b"\x89PNG\r\n\x1a\nicon")
+    report = Builder(make_settings(favicon="brand/icon.PNG"), out, content_dir=content_dir).build()
+    assert "assets/favicon.png" in report.written
+    assert "assets/favicon.svg" in report.removed
+    assert (out / "assets" / "favicon.png").read_bytes() == b"\x89PNG\r\n\x1a\nicon"
+    icon = page(out, GUIDE).xpath("//link[@rel='icon']")[0]
+    assert (icon.get("href"), icon.get("type")) == ("../../assets/favicon.png", "image/png")
+
+    for wrong, message in (("brand/missing.svg", "cannot read brand/missing.svg"),
+                           ("brand/icon.gif", "is not an .svg, .png or .ico file")):  # fmt: skip
+        with pytest.raises(ConfigError, match="setting favicon: .*" + re.escape(message)):
+            Builder(
+                make_settings(favicon=wrong), tmp_path / "never", content_dir=content_dir
+            ).build()
+        assert not (tmp_path / "never").exists()
+
+
+def test_directory_urls_and_beacon_settings_rebuild_every_page(
+    make_settings: Callable[..., Settings], content_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "site"
+    first = Builder(make_settings(), out, content_dir=content_dir).build()
+    pages = {p for p in first.written if p.endswith(".html")}
+    switched = Builder(make_settings(directory_urls=True), out, content_dir=content_dir).build()
+    assert pages <= set(switched.written)
+    assert "assets/site.css" not in switched.written  # its bytes did not change
+    assert page(out, GUIDE).xpath("//a[@class='site-name']/@href") == ["../../"]
+    again = Builder(make_settings(directory_urls=True), out, content_dir=content_dir).build()
+    assert again.written == []
+    off = Builder(make_settings(directory_urls=True, page_view_beacon=False), out,
+                  content_dir=content_dir).build()  # fmt: skip
+    assert "assets/beacon.js" in off.removed
+    assert not page(out, GUIDE).xpath("//script[@src]")
