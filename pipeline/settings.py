@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     iframe_hosts: list[str] = Field(
         default_factory=lambda: ["www.youtube-nocookie.com", "www.youtube.com", "player.vimeo.com"]
     )
+    # Links between pages end in /index.html (the site opens from disk) or in / (a server).
+    directory_urls: bool = False
+    favicon: str = ""  # an .svg, .png or .ico file; empty: the one in templates/web
+    # Authors typed Organization in JSON-LD (besides site_name); others are a Person.
+    organization_authors: list[str] = Field(default_factory=lambda: ["Editorial Team"])
 
     # Sender (CAN-SPAM wants a valid physical postal address in every commercial email)
     sender_name: str = "Letterpress"

@@ -19,6 +19,8 @@ from pipeline.settings import load_settings
 from workers.app import create_app
 from workers.pool import CeleryPool
 
+from .cluster import SECRET
+
 pytestmark = pytest.mark.slow
 
 
@@ -35,7 +37,8 @@ def broker_url(redis_url: str) -> Iterator[str]:
 def worker(broker_url: str, tmp_path: Path) -> Iterator[Path]:
     config = tmp_path / "worker.toml"
     config.write_text('base_url = "https://news.example.org"\npostal_address = "1 Test St"\n')
-    env = {**os.environ, "REDIS_URL": broker_url}
+    # A worker runs send tasks too, so it starts only with what a send needs.
+    env = {**os.environ, "REDIS_URL": broker_url, "LETTERPRESS_SECRET_KEY": SECRET}
     log = tmp_path / "worker.log"
     with log.open("w") as handle:
         proc = subprocess.Popen(
