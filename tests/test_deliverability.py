@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from pydantic import SecretStr
@@ -24,10 +25,12 @@ from pipeline.providers.outbox import OutboxProvider
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 
-from .cluster import SECRET, seed_subscribers
+from .cluster import SECRET, seed_subscribers, wait_for
 from .conftest import SEEDS
+from .service import RunningService
 from .test_delivery import log, runtime_for, send_all, start  # noqa: F401 (a fixture)
 from .test_providers import SmtpServer, smtp_server  # noqa: F401 (a fixture)
+from .test_service import service_for  # noqa: F401 (a fixture)
 
 IDN_TYPED = "ann@xn--bcher-kva.de"  # how one person typed it
 IDN = "ann@bücher.de"  # as stored
@@ -266,25 +269,41 @@ def test_schedule_worker_and_beat_refuse_what_cannot_send(
     assert issues.get(rt.engine, issue_id).status == "draft"
 
 
+@pytest.mark.parametrize(
+    ("broken_settings", "named"),
+    [
+        ({"provider": "outbox", "secret_key": ""}, "LETTERPRESS_SECRET_KEY"),
+        (
+            {  # never reached: the check comes before any request
+                "provider": "mailgun",
+                "mailgun_base_url": "https://api.mailgun.net",
+                "base_url": "http://news.example.org",
+            },
+            "https List-Unsubscribe URL",
+        ),
+    ],
+)
 def test_a_worker_that_cannot_send_pauses_the_issue_and_says_why(
     sqlite_url: str,
     runtime_for: Callable[..., Runtime],  # noqa: F811
     tmp_path: Path,
+    broken_settings: dict[str, Any],
+    named: str,
 ) -> None:
     seed_subscribers(sqlite_url, 30)
     good = runtime_for(sqlite_url, provider="outbox", batch_size=10)
     issue_id, batches = start(good)
-    broken = runtime_for(sqlite_url, provider="outbox", batch_size=10, secret_key="")
+    broken = runtime_for(sqlite_url, batch_size=10, **broken_settings)
     outcomes = [broken.send_batch(b) for b in batches]
     assert [o.status for o in outcomes] == ["released"] * 3
     issue = issues.get(good.engine, issue_id)
     assert issue.status == "paused"
     assert "the workers cannot send" in issue.status_reason
-    assert "LETTERPRESS_SECRET_KEY" in issue.status_reason
+    assert named in issue.status_reason
     assert f"letterpress issue resume {issue_id}" in issue.status_reason
     assert log(good, issue_id) == {}  # nobody was claimed, nobody lost
     report = "\n".join(status.format_report(status.gather(good.engine, good.settings, None, [])))
-    assert "LETTERPRESS_SECRET_KEY" in report
+    assert named in report
     with good.engine.connect() as conn:
         events = [e for (e,) in conn.execute(sa.select(db.issue_events.c.message)) if "cannot" in e]
     assert len(events) == 1  # paused once, not once per batch
@@ -362,3 +381,51 @@ def test_an_adapter_fault_makes_the_batch_ambiguous_and_reconcile_settles_it(
     assert log(fixed, issue_id) == {"sent": 5}
     folder = tmp_path / "outbox" / f"issue-{issue_id}"
     assert sorted(int(p.stem) for p in folder.glob("*.eml")) == [1, 2, 3, 4, 5]
+
+
+# -- sign-up ------------------------------------------------------------------------------
+
+
+def test_international_addresses_sign_up_and_confirm(
+    sqlite_url: str,
+    service_for: Callable[..., RunningService],  # noqa: F811
+) -> None:
+    svc = service_for(sqlite_url)
+    for typed in ("Zoë@Example.org", IDN_TYPED):
+        answer = requests.post(
+            svc.url + "/api/subscribe", json={"email": typed, "name": "Zoë"}, timeout=10
+        )
+        assert answer.status_code == 202, answer.text
+    folder = svc.settings.outbox_dir / "signup-confirm"
+    files = wait_for(
+        lambda: sorted(folder.glob("*.eml")) if len(list(folder.glob("*.eml"))) == 2 else None,
+        10,
+        "the two confirmation emails",
+    )
+    texts = [f.read_bytes().decode("utf-8") for f in files]
+    assert any(f'To: "Zoë" <{UTF8_LOCAL}>' in t for t in texts)
+    assert any("<ann@xn--bcher-kva.de>" in t for t in texts)
+    for text in texts:
+        url = re.search(r"(http://\S+/confirm/[\w.-]+)", text.replace("=\r\n", ""))
+        assert url is not None
+        assert requests.post(url.group(1), timeout=10).status_code == 200
+    with svc.engine.connect() as conn:
+        rows = dict(conn.execute(sa.select(db.subscribers.c.email, db.subscribers.c.status)).all())
+    assert rows == {UTF8_LOCAL: "active", IDN: "active"}
+
+
+def test_a_sign_up_the_channel_cannot_carry_is_logged_and_the_service_goes_on(
+    sqlite_url: str,
+    service_for: Callable[..., RunningService],  # noqa: F811
+    smtp_server: Callable[..., SmtpServer],  # noqa: F811
+) -> None:
+    server = smtp_server()  # no SMTPUTF8
+    svc = service_for(sqlite_url, provider="smtp", smtp_url=f"smtp://127.0.0.1:{server.port}")
+    for address in (UTF8_LOCAL, "ada@example.com"):
+        answer = requests.post(svc.url + "/api/subscribe", json={"email": address}, timeout=10)
+        assert answer.status_code == 202
+    wait_for(lambda: server.received, 10, "the ASCII address's confirmation")
+    assert [r.recipients for r in server.received] == [["ada@example.com"]]
+    wait_for(lambda: "needs SMTPUTF8" in svc.output(), 10, "the reason in the service's log")
+    assert "Traceback" not in svc.output()
+    assert UTF8_LOCAL not in svc.output()  # the log names the subscriber id, not the address
