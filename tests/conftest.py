@@ -17,7 +17,7 @@ from pipeline.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT = ROOT / "content"
-SHARED = ROOT.parent / "shared"
+SPECS = Path(__file__).resolve().parent / "specs"  # see specs/README.md
 SEEDS = (
     "vitamin-k2-for-directing-calcium-to-bones",
     "the-role-of-vitamin-k2-in-calcium-distribution",

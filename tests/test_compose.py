@@ -1,7 +1,7 @@
 """docker-compose.yml and the Dockerfile, checked by reading: CI has no Docker engine.
 
-The Compose file is validated against the Compose Specification's JSON Schema, kept in the
-``shared/specs/`` folder next to the repository, and then checked for the properties the
+The Compose file is validated against the Compose Specification's JSON Schema, kept in
+``tests/specs/`` (source and licence in its README), and then checked for the properties the
 schema cannot express (broker persistence, start-up order, health checks, one beat, no
 literal secrets, commands the CLI has). Each of those checks is also shown to catch a
 broken copy of the file.
@@ -41,8 +41,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 PYPROJECT = REPO / "pyproject.toml"
-# CI clones the repository next to the shared/ folder.
-COMPOSE_SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "compose-spec.json"
+COMPOSE_SPEC = Path(__file__).resolve().parent / "specs" / "compose-spec.json"
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 # A value taken from the environment: $VAR, ${VAR}, ${VAR:?message}, ${VAR?message},
@@ -317,8 +316,7 @@ def dockerfile_argv(arguments: str) -> list[str]:
 def compose_spec() -> Document:
     if not COMPOSE_SPEC.is_file():
         pytest.fail(
-            f"Compose Specification schema not found at {COMPOSE_SPEC}: the repository must be "
-            "checked out next to the shared/ folder (shared/specs/compose-spec.json)"
+            f"Compose Specification schema not found at {COMPOSE_SPEC} (see tests/specs/README.md)"
         )
     spec: Document = json.loads(COMPOSE_SPEC.read_text(encoding="utf-8"))
     return spec

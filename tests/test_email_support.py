@@ -12,7 +12,7 @@ from pipeline.emaillint import lint_html, load_features
 from pipeline.emails import EmailRenderer
 from pipeline.settings import Settings
 
-from .conftest import SEEDS, SHARED
+from .conftest import SEEDS, SPECS
 
 # Degrade gracefully where unsupported: phones without media queries get the 600 px
 # layout, the hidden preheader may show as a line of text, and role is an ARIA hint.
@@ -25,9 +25,9 @@ ACCEPTED = {
 def test_seed_email_has_no_unexpected_unsupported_features(
     settings: Settings, content_dir: Path
 ) -> None:
-    data = SHARED / "specs" / "caniemail-features.json"
+    data = SPECS / "caniemail-features.json"
     if not data.exists():
-        pytest.fail(f"{data} is missing: the repository must sit next to shared/")
+        pytest.fail(f"{data} is missing (see tests/specs/README.md)")
     catalog = FileContentStore(content_dir, settings).catalog()
     html = EmailRenderer(settings).render(catalog, list(SEEDS)).html
     findings = lint_html(html, load_features(data))
@@ -37,7 +37,7 @@ def test_seed_email_has_no_unexpected_unsupported_features(
 
 
 def test_the_check_would_catch_flexbox(settings: Settings) -> None:
-    data = SHARED / "specs" / "caniemail-features.json"
+    data = SPECS / "caniemail-features.json"
     html = '<table><tr><td style="display:flex;border-radius:4px">x</td></tr></table>'
     slugs = {f.slug for f in lint_html(html, load_features(data)) if f.level == "unsupported"}
     assert "css-display-flex" in slugs

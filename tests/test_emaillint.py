@@ -1,6 +1,6 @@
 """pipeline.emaillint against the real caniemail data (hteumeuleu/caniemail, commit 6b086a3).
 
-The expected verdicts below were read from /work/shared/specs/caniemail-features.json, e.g.
+The expected verdicts below were read from tests/specs/caniemail-features.json, e.g.
 css-display-flex / css-border-radius / css-background-image: Outlook "windows" (2007-2019)
 and "windows-mail" are "n"; css-font-size, css-background-color, css-padding: "y" on all four
 Gmail platforms; css-at-media: Gmail "a" on desktop-webmail/ios/android, "n" on mobile-webmail.
@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.emaillint import FeatureDB, Finding, format_findings, lint_html, load_features
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "specs" / "caniemail-features.json"
+DATA = Path(__file__).resolve().parent / "specs" / "caniemail-features.json"
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def db() -> FeatureDB:
     if not DATA.is_file():
         pytest.fail(
             f"caniemail data file missing: expected {DATA} "
-            "(front matter of hteumeuleu/caniemail _features, see shared/specs/README.md)"
+            "(front matter of hteumeuleu/caniemail _features, see tests/specs/README.md)"
         )
     return load_features(DATA)
 

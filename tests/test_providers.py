@@ -57,9 +57,8 @@ from pipeline.providers.sendgrid import SendGridProvider
 from pipeline.providers.smtp import SmtpProvider, parse_url
 from pipeline.settings import Settings
 
-from .conftest import SHARED
+from .conftest import SPECS
 
-SPECS = SHARED / "specs"
 DOMAIN = "mg.example.org"
 HTTP_PROVIDERS = ("mailgun", "sendgrid", "postmark")
 
