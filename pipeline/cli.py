@@ -188,7 +188,7 @@ def _preview(
     to: str,
     out_dir: Path,
 ) -> list[Path]:
-    from .emails import EmailRenderer, mime_message
+    from .emails import EmailRenderer, mime_message, personalise, preview_fields
     from .site import atomic_write
 
     catalog = FileContentStore(content_dir or settings.content_dir, settings).catalog()
@@ -202,9 +202,10 @@ def _preview(
         scores=scores,
     )
     paths = [out_dir / "email.html", out_dir / "email.txt", out_dir / "message.eml"]
-    atomic_write(paths[0], email.html)
-    atomic_write(paths[1], email.text)
-    atomic_write(paths[2], mime_message(email, settings, to=to).as_bytes())
+    fields = preview_fields(settings)
+    atomic_write(paths[0], personalise(email.html, fields))
+    atomic_write(paths[1], personalise(email.text, fields))
+    atomic_write(paths[2], mime_message(email, settings, to=to, fields=fields).as_bytes())
     for path in paths:
         click.echo(str(path))
     limit = settings.email_clip_bytes
@@ -355,9 +356,7 @@ def dns(ctx: Context, new_key: Path | None) -> None:
                 " and a dkim_selector, then publish the DKIM record below",
                 err=True,
             )
-            settings = settings.model_copy(
-                update={"dkim_private_key": SecretStr(str(new_key))}
-            )
+            settings = settings.model_copy(update={"dkim_private_key": SecretStr(str(new_key))})
         if settings.provider in dkim.SPF_INCLUDES:
             click.echo(
                 f"# {settings.provider} signs your mail with the DKIM key of the domain you"

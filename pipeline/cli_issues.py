@@ -172,17 +172,17 @@ def issue_preview(ctx: Context, issue_id: int, out_dir: Path) -> None:
     """Write email.html, email.txt and message.eml as subscribers will get them."""
 
     def run() -> None:
-        from .emails import RenderedEmail, mime_message
+        from .emails import RenderedEmail, mime_message, personalise, preview_fields
         from .site import atomic_write
 
         rt = Runtime(ctx.settings())
         email: RenderedEmail = render_issue(rt, issue_id)
+        fields = preview_fields(rt.settings)
         paths = [out_dir / "email.html", out_dir / "email.txt", out_dir / "message.eml"]
-        atomic_write(paths[0], email.html)
-        atomic_write(paths[1], email.text)
-        atomic_write(
-            paths[2], mime_message(email, rt.settings, to="preview@example.com").as_bytes()
-        )
+        atomic_write(paths[0], personalise(email.html, fields))
+        atomic_write(paths[1], personalise(email.text, fields))
+        message = mime_message(email, rt.settings, to="preview@example.com", fields=fields)
+        atomic_write(paths[2], message.as_bytes())
         for path in paths:
             click.echo(str(path))
 
@@ -194,17 +194,21 @@ def render_issue(rt: Runtime, issue_id: int) -> Any:
     import sqlalchemy as sa
 
     from .emails import EmailRenderer, RenderedEmail
+    from .tracking import untracked
 
     issue = issues.get(rt.engine, issue_id)
     with rt.engine.connect() as conn:
         snap = conn.execute(
-            sa.select(db.snapshots).where(db.snapshots.c.issue_id == issue_id)
+            sa.select(db.snapshots).where(
+                db.snapshots.c.issue_id == issue_id, db.snapshots.c.variant == delivery.VARIANT
+            )
         ).first()
+        html = untracked(conn, issue_id, snap.html) if snap is not None else ""
     if snap is not None:
         return RenderedEmail(
             snap.subject,
             snap.preheader,
-            snap.html,
+            html,
             snap.text,
             tuple(a.slug for a in issue.articles),
             False,
@@ -236,6 +240,7 @@ def issue_test(ctx: Context, issue_id: int, addresses: tuple[str, ...]) -> None:
     """Send the issue to these addresses only, subject prefixed [TEST]."""
 
     def run() -> None:
+        from .emails import ONE_CLICK
         from .providers.base import Message
         from .subscribers import normalise_email
 
@@ -252,7 +257,7 @@ def issue_test(ctx: Context, issue_id: int, addresses: tuple[str, ...]) -> None:
             from_name=rt.settings.sender_name,
             from_email=rt.settings.sender_email,
             tag=f"issue-{issue_id}-test",
-            headers={"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+            headers=dict(ONE_CLICK),
             metadata={"issue": f"{issue_id}-test", "batch": f"test-{issue_id}-{time.time_ns()}"},
         )
         recipients = [rt.sender._recipient(issue_id, 0, a, "") for a in targets]

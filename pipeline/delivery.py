@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import db, issues, tracking
 from .content import Catalog
-from .emails import EmailRenderer
+from .emails import ONE_CLICK, EmailRenderer
 from .providers.base import (
     Ambiguous,
     BatchResult,
@@ -446,7 +446,7 @@ class Sender:
                 from_name=self.settings.sender_name,
                 from_email=self.settings.sender_email,
                 tag=snap.campaign,
-                headers={"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+                headers=dict(ONE_CLICK),
                 metadata={"issue": str(issue_id)},
             )
             self._snapshots[issue_id] = base

@@ -46,6 +46,23 @@ MERGE = {
 }
 _MERGE_RE = re.compile(r"%%([a-z_]+)%%")
 
+# RFC 8058: the header that, beside List-Unsubscribe, makes unsubscribing one click.
+ONE_CLICK = {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def preview_fields(settings: Settings) -> dict[str, str]:
+    """What a preview shows in place of the merge fields: no recipient's name (what a
+    subscriber without one sees), and links to service pages that say they belong to a
+    preview, so no link in a preview is dead and none acts on anyone."""
+    base = settings.base_url
+    return {
+        "unsubscribe_url": f"{base}/preview/unsubscribe",
+        "preferences_url": f"{base}/preview/preferences",
+        "name": "",
+        "name_html": "",
+        "click_token": "",
+    }
+
 
 @dataclass(frozen=True)
 class RenderedEmail:
@@ -331,7 +348,8 @@ def mime_message(
     fields: dict[str, str] | None = None,
     when: datetime | None = None,
 ) -> EmailMessage:
-    """A complete multipart/alternative message (text first, HTML preferred)."""
+    """A complete multipart/alternative message (text first, HTML preferred), with the
+    one-click unsubscribe headers a sent message carries when ``fields`` has the link."""
     filled = fields or {}
     message = EmailMessage(policy=SMTP)
     message["Subject"] = email.subject
@@ -341,6 +359,10 @@ def mime_message(
     domain = settings.sender_email.rpartition("@")[2] or "localhost"
     message["Message-ID"] = make_msgid(domain=domain)
     message["MIME-Version"] = "1.0"
+    if "unsubscribe_url" in filled:
+        message["List-Unsubscribe"] = f"<{filled['unsubscribe_url']}>"
+        for name, value in ONE_CLICK.items():
+            message[name] = value
     message.set_content(personalise(email.text, filled), subtype="plain", cte="quoted-printable")
     message.add_alternative(personalise(email.html, filled), subtype="html", cte="quoted-printable")
     return message

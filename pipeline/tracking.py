@@ -92,6 +92,27 @@ def web_variant(email_html: str, settings: Settings) -> str:
     )
 
 
+def untracked(conn: sa.Connection, issue_id: int, html: str) -> str:
+    """The issue's frozen email with each redirect back to the link it stands for (for a
+    preview: a redirect without a recipient's token leads nowhere)."""
+    urls = dict(
+        conn.execute(
+            sa.select(db.issue_links.c.position, db.issue_links.c.url).where(
+                db.issue_links.c.issue_id == issue_id
+            )
+        ).all()
+    )
+    redirect = re.compile(r'(href=")[^"]*/r/' + re.escape(CLICK_FIELD) + r'/([0-9]+)(")')
+
+    def back(match: re.Match[str]) -> str:
+        url = urls.get(int(match.group(2)))
+        if url is None:
+            return match.group(0)
+        return f"{match.group(1)}{html_lib.escape(url)}{match.group(3)}"
+
+    return redirect.sub(back, html)
+
+
 def save_links(conn: sa.Connection, issue_id: int, links: list[Link]) -> None:
     if links:
         conn.execute(

@@ -16,7 +16,7 @@ from pipeline.cli import main
 from pipeline.content import FileContentStore
 from pipeline.emails import EmailRenderer, RenderedEmail, personalise
 from pipeline.errors import DisclosureError, EmailTooLarge
-from pipeline.settings import Settings
+from pipeline.settings import Settings, load_settings
 
 from .conftest import SEEDS, front, write_article
 
@@ -137,6 +137,67 @@ def test_preview_writes_a_complete_mime_message(content_dir: Path, tmp_path: Pat
     assert "K2 &lt;special&gt; issue" in html
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert (out / "email.txt").read_text() == text.replace("\r\n", "\n")
+
+
+def _assert_a_working_preview(out: Path, base_url: str) -> None:
+    """No merge field left anywhere; personal links lead to the preview pages; the message
+    carries the one-click headers a sent message carries."""
+    raw = (out / "message.eml").read_bytes()
+    for name in ("email.html", "email.txt", "message.eml"):
+        assert b"%%" not in (out / name).read_bytes(), name
+    html = (out / "email.html").read_text()
+    hrefs = set(lxml.html.fromstring(html).xpath("//a/@href"))
+    assert f"{base_url}/preview/unsubscribe" in hrefs
+    assert f"{base_url}/preview/preferences" in hrefs
+    assert f"{base_url}/preview/unsubscribe" in (out / "email.txt").read_text()
+    message = email.message_from_bytes(raw, policy=policy.default)
+    assert message["List-Unsubscribe"] == f"<{base_url}/preview/unsubscribe>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert all("/r/" not in href for href in hrefs)  # no redirect without a token
+
+
+def test_preview_has_no_dead_links_and_carries_the_unsubscribe_headers(
+    content_dir: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('base_url = "https://news.example.org"\npostal_address = "1 Test St"\n')
+    out = tmp_path / "email"
+    result = CliRunner().invoke(main, ["--config", str(config), "preview", *SEEDS,
+                                       "--content", str(content_dir), "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    _assert_a_working_preview(out, "https://news.example.org")
+
+
+def test_issue_preview_before_and_after_the_send_starts(
+    content_dir: Path, tmp_path: Path, sqlite_url: str
+) -> None:
+    from datetime import timedelta
+
+    from pipeline import delivery, issues
+    from pipeline.issues import ArticleRef
+    from pipeline.runtime import Runtime
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'base_url = "https://news.example.org"\ndatabase_url = "{sqlite_url}"\n'
+        f'content_dir = "{content_dir}"\npostal_address = "1 Test Street"\n'
+    )
+    rt = Runtime(load_settings(config))
+    issue_id = issues.create(
+        rt.engine, subject="K2", articles=[ArticleRef(SEEDS[0], True), ArticleRef(SEEDS[1], False)]
+    )
+    for started in (False, True):
+        if started:  # now the frozen, click-tracked snapshot is what a preview shows
+            issues.schedule(rt.engine, issue_id, None)
+            issues.claim_due(rt.engine, timedelta(hours=6))
+            delivery.prepare(rt.engine, rt.settings, rt.catalog(), issue_id, 100)
+        out = tmp_path / f"issue-{started}"
+        result = CliRunner().invoke(main, ["--config", str(config), "issue", "preview",
+                                           str(issue_id), "--out", str(out)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        _assert_a_working_preview(out, "https://news.example.org")
+        html = (out / "email.html").read_text()
+        assert f"https://news.example.org/articles/{SEEDS[0]}/" in html
 
 
 def test_personalise_fills_merge_fields() -> None:

@@ -596,3 +596,66 @@ def test_openapi_describes_the_service_and_logs_hold_no_tokens(
     ):
         assert header in page.headers
     assert json.loads(requests.get(svc.url + "/healthz", timeout=10).text) == {"status": "ok"}
+
+
+# -- bad form input and previews ----------------------------------------------------------
+
+NOT_UTF8 = [
+    ("application/x-www-form-urlencoded", b"email=%FF%FEann%40example.org&name=Ann"),
+    ("application/x-www-form-urlencoded", b"email=ann%40example.org&name=Ann\xe9"),
+    (
+        "multipart/form-data; boundary=XyZ",
+        b'--XyZ\r\nContent-Disposition: form-data; name="email"\r\n\r\nann@example.org\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="name"\r\n\r\nAnn\xe9\r\n--XyZ--\r\n',
+    ),
+]
+
+
+def table_rows(svc: RunningService) -> tuple[Any, ...]:
+    with svc.engine.connect() as conn:
+        return tuple(
+            tuple(conn.execute(sa.select(table)).all())
+            for table in (db.subscribers, db.memberships, db.subscriber_events)
+        )
+
+
+@pytest.mark.parametrize(("content_type", "payload"), NOT_UTF8)
+def test_form_fields_that_are_not_utf8_are_refused_and_nothing_is_stored(
+    sqlite_url: str, service_for: Callable[..., RunningService], content_type: str, payload: bytes
+) -> None:
+    svc = service_for(sqlite_url)
+    seed_subscribers(sqlite_url, 1)
+    token = svc.signer.sign("preferences", 1)
+    before = table_rows(svc)
+    field = "email" if b"%FF" in payload else "name"
+    for path in ("/subscribe", f"/preferences/{token}"):
+        for accept, kind in (("text/html", "text/html"), ("*/*", "application/json")):
+            answer = requests.post(
+                svc.url + path,
+                data=payload,
+                headers={"content-type": content_type, "accept": accept},
+                timeout=10,
+            )
+            assert answer.status_code == 400, (path, answer.text)
+            assert answer.headers["content-type"].startswith(kind)
+            assert f"the form field {field} is not valid UTF-8" in answer.text
+    assert table_rows(svc) == before
+    # The same form in UTF-8 goes through.
+    good = requests.post(
+        svc.url + "/subscribe",
+        data={"email": "ann@example.org", "name": "Anné"},
+        headers={"accept": "text/html"},
+        timeout=10,
+    )
+    assert good.status_code == 200 and status_of(svc, "ann@example.org") == "pending"
+
+
+def test_the_links_of_a_preview_lead_to_pages_that_say_so(
+    sqlite_url: str, service_for: Callable[..., RunningService]
+) -> None:
+    svc = service_for(sqlite_url)
+    for link in ("unsubscribe", "preferences"):
+        page = requests.get(f"{svc.url}/preview/{link}", timeout=10)
+        assert page.status_code == 200
+        assert "This is a preview" in page.text and "Nothing has changed" in page.text
+    assert requests.get(f"{svc.url}/preview/other", timeout=10).status_code == 404

@@ -309,6 +309,9 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         # uvicorn logs the exception itself; the client learns nothing of it.
         return JSONResponse({"detail": "internal error; it has been logged"}, 500)
 
+    from .forms import Utf8Forms
+
+    app.add_middleware(Utf8Forms, service=app.state.service)
     app.add_middleware(FastPaths, service=app.state.service)
     app.add_middleware(
         BodyLimit, limit=settings.max_body_bytes, webhook_limit=settings.webhook_max_body_bytes

@@ -426,6 +426,34 @@ def delete(svc: Svc, token: Token) -> HTMLResponse:
     )
 
 
+# -- the links of a preview ------------------------------------------------------------------
+
+PREVIEW_LINKS = {
+    "unsubscribe": "lets the reader leave the list in one click",
+    "preferences": "opens the reader's own preferences page: lists, time zone, pause",
+}
+
+
+@router.get(
+    "/preview/{link}",
+    response_class=HTMLResponse,
+    tags=["archive"],
+    summary="Where a preview's personal links lead",
+    description="An email preview has no recipient: its unsubscribe and preferences"
+    " links lead here, to a page that says so. Nothing changes.",
+)
+def preview_link(svc: Svc, link: Annotated[str, Path(max_length=20)]) -> HTMLResponse:
+    what = PREVIEW_LINKS.get(link)
+    if what is None:
+        raise HTTPException(404, "no such preview link")
+    return svc.page(
+        "message.html",
+        title="This is a preview",
+        message=f"You followed a link in a preview of an email. In the email a subscriber"
+        f" receives, this link {what}. Nothing has changed.",
+    )
+
+
 # -- the archive ------------------------------------------------------------------------------
 
 
