@@ -26,7 +26,10 @@ from pipeline.providers.base import Message, Recipient
 from pipeline.providers.outbox import OutboxProvider
 from pipeline.settings import Settings
 
-SEEDS = ["vitamin-k2-for-directing-calcium-to-bones", "the-role-of-vitamin-k2-in-calcium-distribution"]
+SEEDS = [
+    "vitamin-k2-for-directing-calcium-to-bones",
+    "the-role-of-vitamin-k2-in-calcium-distribution",
+]
 
 
 def main() -> None:
