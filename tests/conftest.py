@@ -3,8 +3,10 @@ ignore the developer's own letterpress.toml, and a copy of the content store."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,8 +86,11 @@ def front(title: str = "A title", **fields: str) -> str:
     return "\n".join(lines)
 
 
-POSTGRES_URL = os.environ.get(
-    "LETTERPRESS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+# The PostgreSQL server the tests make their databases on: a URL of any database there
+# that the user can connect to and create databases from. Each run makes its own database
+# and drops it afterwards; nothing else on the server is touched.
+POSTGRES_SERVER = os.environ.get(
+    "LETTERPRESS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 
 
@@ -95,7 +100,7 @@ def _postgres_reachable() -> bool:
 
     from pipeline import db
 
-    probe = sa.create_engine(db.normalise_url(POSTGRES_URL), poolclass=sa.pool.NullPool)
+    probe = sa.create_engine(db.normalise_url(POSTGRES_SERVER), poolclass=sa.pool.NullPool)
     try:
         with probe.connect():
             return True
@@ -105,27 +110,62 @@ def _postgres_reachable() -> bool:
         probe.dispose()
 
 
-def _reset_postgres() -> None:
+def require_postgres() -> None:
+    """Skip without PostgreSQL, except in CI (CI=true), where its absence is a failure."""
+    if _postgres_reachable():
+        return
+    why = f"PostgreSQL is not reachable at {POSTGRES_SERVER} (scripts/services starts one)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@contextlib.contextmanager
+def postgres_database(tag: str) -> Iterator[str]:
+    """A PostgreSQL database of its own on the test server, dropped afterwards."""
+    import sqlalchemy as sa
 
     from pipeline import db
 
-    with db.engine(POSTGRES_URL).begin() as conn:
+    require_postgres()
+    server = sa.make_url(db.normalise_url(POSTGRES_SERVER))
+    name = f"letterpress_test_{tag}_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:  # FORCE ends the connections still open on it (the services' pools)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """This run's own PostgreSQL database (its schema is reset per test that uses it)."""
+    with postgres_database("run") as url:
+        yield url
+
+
+def reset_postgres(url: str) -> None:
+    from pipeline import db
+
+    with db.engine(url).begin() as conn:
         conn.exec_driver_sql("DROP SCHEMA public CASCADE")
         conn.exec_driver_sql("CREATE SCHEMA public")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A freshly migrated database: a SQLite file, then PostgreSQL where reachable."""
+    """A freshly migrated database: a SQLite file, then this run's PostgreSQL database."""
     from pipeline import db
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'letterpress.db'}"
     else:
-        if not _postgres_reachable():
-            pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}")
-        url = POSTGRES_URL
-        _reset_postgres()
+        url = request.getfixturevalue("postgres_url")
+        reset_postgres(url)
     db.upgrade(url)
     return url
 

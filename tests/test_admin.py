@@ -4,6 +4,7 @@ whole module; every test works on addresses, lists and issues of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import uuid
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from pipeline import db
 from pipeline import subscribers as subs
 
-from .conftest import CONTENT, POSTGRES_URL, SEEDS, _postgres_reachable, _reset_postgres
+from .conftest import CONTENT, SEEDS, postgres_database
 from .service import ADMIN_TOKEN, RunningService, running_service
 
 API = "/api/admin"
@@ -91,15 +92,14 @@ def admin(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
 ) -> Iterator[Admin]:
     tmp = tmp_path_factory.mktemp(f"admin-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'letterpress.db'}"
-    else:
-        if not _postgres_reachable():
-            pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}")
-        url = POSTGRES_URL
-        _reset_postgres()
-    settings = {"content_dir": str(CONTENT)}
-    with running_service(tmp, url, redis_url, settings=settings) as svc, requests.Session() as s:
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp / 'letterpress.db'}"
+        else:
+            url = stack.enter_context(postgres_database("admin"))
+        settings = {"content_dir": str(CONTENT)}
+        svc = stack.enter_context(running_service(tmp, url, redis_url, settings=settings))
+        s = stack.enter_context(requests.Session())
         s.headers["authorization"] = f"Bearer {ADMIN_TOKEN}"
         yield Admin(svc, s, redis_url)
 

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 import uuid
@@ -31,7 +30,7 @@ from pipeline import db, delivery, feedback, issues, subscribers
 from pipeline.issues import ArticleRef
 from pipeline.runtime import Runtime
 
-from .conftest import CONTENT, POSTGRES_URL, SEEDS, _postgres_reachable, _reset_postgres
+from .conftest import CONTENT, SEEDS, postgres_database
 from .service import (
     MAILGUN_SIGNING_KEY,
     POSTMARK_PASSWORD,
@@ -87,32 +86,12 @@ def database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A database of this module's own: a SQLite file, or a PostgreSQL database made
-    for it (other test modules reset the shared one), migrated by the service."""
+    for it, migrated by the service."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('webhooks-db') / 'letterpress.db'}"
         return
-    if not _postgres_reachable():
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}")
-    server = sa.make_url(db.normalise_url(POSTGRES_URL))
-    name = f"letterpress_webhooks_{os.getpid()}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.DBAPIError:  # no right to create databases: share the test database
-        admin.dispose()
-        _reset_postgres()
-        yield POSTGRES_URL
-        return
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
+    with postgres_database("webhooks") as url:
         yield url
-    finally:
-        db.engine(url).dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")
