@@ -352,7 +352,7 @@ def mime_message(
     one-click unsubscribe headers a sent message carries when ``fields`` has the link."""
     filled = fields or {}
     message = EmailMessage(policy=SMTP)
-    message["Subject"] = email.subject
+    message["Subject"] = personalise(email.subject, filled)  # as a sent one is
     message["From"] = formataddr((settings.sender_name, settings.sender_email))
     message["To"] = to
     message["Date"] = format_datetime(when or datetime.now(UTC))

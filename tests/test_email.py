@@ -163,9 +163,12 @@ def test_preview_has_no_dead_links_and_carries_the_unsubscribe_headers(
     config.write_text('base_url = "https://news.example.org"\npostal_address = "1 Test St"\n')
     out = tmp_path / "email"
     result = CliRunner().invoke(main, ["--config", str(config), "preview", *SEEDS,
-                                       "--content", str(content_dir), "--out", str(out)])  # fmt: skip
+                                       "--content", str(content_dir), "--subject",
+                                       "News for %%name%%", "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
     _assert_a_working_preview(out, "https://news.example.org")
+    message = email.message_from_bytes((out / "message.eml").read_bytes(), policy=policy.default)
+    assert message["Subject"] == "News for "  # the (empty) name of a subscriber without one
 
 
 def test_issue_preview_before_and_after_the_send_starts(

@@ -608,6 +608,12 @@ NOT_UTF8 = [
         b'--XyZ\r\nContent-Disposition: form-data; name="email"\r\n\r\nann@example.org\r\n'
         b'--XyZ\r\nContent-Disposition: form-data; name="name"\r\n\r\nAnn\xe9\r\n--XyZ--\r\n',
     ),
+    (  # a transfer encoding means nothing to the form parser: the raw bytes are checked
+        "multipart/form-data; boundary=XyZ",
+        b'--XyZ\r\nContent-Disposition: form-data; name="email"\r\n\r\nann@example.org\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="name"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nQW5u\xff\xfe\r\n--XyZ--\r\n",
+    ),
 ]
 
 
@@ -648,14 +654,33 @@ def test_form_fields_that_are_not_utf8_are_refused_and_nothing_is_stored(
         timeout=10,
     )
     assert good.status_code == 200 and status_of(svc, "ann@example.org") == "pending"
+    # Raw UTF-8 bytes in a urlencoded body (curl -d) arrive as sent, not read as Latin-1.
+    raw = requests.post(
+        svc.url + "/subscribe",
+        data="email=zoe%40example.org&name=Zoë".encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
+    assert raw.status_code == 200, raw.text
+    with svc.engine.connect() as conn:
+        name = conn.scalar(
+            sa.select(db.subscribers.c.name).where(db.subscribers.c.email == "zoe@example.org")
+        )
+    assert name == "Zoë"
 
 
 def test_the_links_of_a_preview_lead_to_pages_that_say_so(
     sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
     svc = service_for(sqlite_url)
+    seed_subscribers(sqlite_url, 2)
+    before = table_rows(svc)
     for link in ("unsubscribe", "preferences"):
         page = requests.get(f"{svc.url}/preview/{link}", timeout=10)
         assert page.status_code == 200
         assert "This is a preview" in page.text and "Nothing has changed" in page.text
     assert requests.get(f"{svc.url}/preview/other", timeout=10).status_code == 404
+    # A mail client's one-click unsubscribe on an opened message.eml is a POST.
+    one_click = requests.post(f"{svc.url}/preview/unsubscribe", data=ONE_CLICK, timeout=10)
+    assert one_click.status_code == 200 and "This is a preview" in one_click.text
+    assert table_rows(svc) == before

@@ -454,6 +454,19 @@ def preview_link(svc: Svc, link: Annotated[str, Path(max_length=20)]) -> HTMLRes
     )
 
 
+@router.post(
+    "/preview/unsubscribe",
+    response_class=HTMLResponse,
+    tags=["archive"],
+    summary="One-click unsubscribe in a preview (changes nothing)",
+    description="A mail client that offers one-click unsubscribe (RFC 8058) for an opened"
+    " preview message.eml POSTs its List-Unsubscribe link here: the same page, nothing"
+    " changes.",
+)
+def preview_one_click(svc: Svc) -> HTMLResponse:
+    return preview_link(svc, "unsubscribe")
+
+
 # -- the archive ------------------------------------------------------------------------------
 
 
