@@ -62,7 +62,7 @@ def serve(ctx: Context, host: str, port: int, workers: int | None, access_log: b
 
     def check() -> int:
         settings = ctx.settings()
-        Signer(settings.secret_key.get_secret_value())  # a clear error before listening
+        Signer.from_settings(settings)  # a clear error before listening
         db.require_current(settings.database_url)
         return workers or settings.serve_workers
 

@@ -280,7 +280,7 @@ class Sender:
         self.settings = settings
         self.provider = provider
         self.limiter = limiter
-        self.signer = Signer(settings.secret_key.get_secret_value())
+        self.signer = Signer.from_settings(settings)
         self.sleep = sleep
         self._snapshots: dict[int, Message] = {}
         self._lists: dict[int, int] = {}

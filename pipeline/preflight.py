@@ -55,7 +55,7 @@ def problems(settings: Settings) -> list[str]:
 
     found: list[str] = []
     try:
-        Signer(settings.secret_key.get_secret_value())
+        Signer.from_settings(settings)
     except ConfigError as exc:
         found.append(str(exc))
     try:

@@ -185,6 +185,8 @@ class Settings(BaseSettings):
     redis_prefix: str = "letterpress"
     database_url: str = _env("DATABASE_URL", "sqlite:///letterpress.db")
     secret_key: SecretStr = SecretStr("")
+    # Earlier signing keys, comma-separated: they still verify (links in delivered mail).
+    previous_secret_keys: SecretStr = SecretStr("")
     broker_visibility_timeout: int = Field(default=3600, ge=60)
 
     # Delivery
@@ -304,6 +306,11 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _FileSource(settings_cls))
 
     @property
+    def previous_keys(self) -> list[str]:
+        value = self.previous_secret_keys.get_secret_value()
+        return [key.strip() for key in value.split(",") if key.strip()]
+
+    @property
     def site_host(self) -> str:
         return self.base_url.split("://", 1)[1].split("/", 1)[0].lower()
 
@@ -345,6 +352,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
 SECRETS = {
     "secret_key",
+    "previous_secret_keys",
     "dkim_private_key",
     "admin_token",
     "mailgun_api_key",
@@ -356,7 +364,7 @@ SECRETS = {
 
 
 def _secret_variable(name: str) -> str:
-    prefixed = ("secret_key", "admin_token", "dkim_private_key")
+    prefixed = ("secret_key", "previous_secret_keys", "admin_token", "dkim_private_key")
     return "LETTERPRESS_" + name.upper() if name in prefixed else name.upper()
 
 

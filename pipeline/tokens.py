@@ -15,9 +15,14 @@ from __future__ import annotations
 import base64
 import hmac
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 PURPOSES = ("unsubscribe", "preferences", "confirm", "click", "view", "export", "delete")
 
@@ -33,19 +38,35 @@ class Claim:
 
 
 class Signer:
-    def __init__(self, secret: str) -> None:
+    """Signs with ``secret``; verifies with it and with the ``previous`` keys, so that
+    rotating the key (the old one moves to ``LETTERPRESS_PREVIOUS_SECRET_KEYS``) leaves
+    the links in mail already delivered working."""
+
+    def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
         if len(secret) < 16:
             raise ConfigError(
                 "secret_key is missing or shorter than 16 characters: set LETTERPRESS_SECRET_KEY"
                 " in the environment (for example: python -c 'import secrets;"
                 " print(secrets.token_urlsafe(32))')"
             )
+        if any(len(key) < 16 for key in previous):
+            raise ConfigError(
+                "LETTERPRESS_PREVIOUS_SECRET_KEYS holds a key shorter than 16 characters:"
+                " list the earlier values of LETTERPRESS_SECRET_KEY, separated by commas"
+            )
         self._hmac = hmac.new(secret.encode("utf-8"), digestmod="sha256")
+        self._verifiers = [self._hmac] + [
+            hmac.new(key.encode("utf-8"), digestmod="sha256") for key in previous
+        ]
 
-    def _mac(self, purpose: str, subscriber_id: int, ref: int) -> str:
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Signer:
+        return cls(settings.secret_key.get_secret_value(), settings.previous_keys)
+
+    def _mac(self, purpose: str, subscriber_id: int, ref: int, keyed: Any = None) -> str:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown token purpose {purpose!r}")
-        mac = self._hmac.copy()  # the keyed state is computed once, not per token
+        mac = (keyed or self._hmac).copy()  # the keyed state is computed once, not per token
         mac.update(f"{purpose}|{subscriber_id}|{ref}".encode())
         digest = mac.digest()
         return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
@@ -59,10 +80,12 @@ class Signer:
         if len(parts) != 3 or not _number(parts[0]) or not _number(parts[1]):
             return None
         subscriber_id, ref = int(parts[0]), int(parts[1])
-        expected = self._mac(purpose, subscriber_id, ref)
-        if not hmac.compare_digest(expected.encode("ascii"), parts[2].encode("ascii", "replace")):
-            return None
-        return Claim(subscriber_id, ref)
+        given = parts[2].encode("ascii", "replace")
+        for keyed in self._verifiers:
+            expected = self._mac(purpose, subscriber_id, ref, keyed)
+            if hmac.compare_digest(expected.encode("ascii"), given):
+                return Claim(subscriber_id, ref)
+        return None
 
     def sign_dated(self, purpose: str, subscriber_id: int) -> str:
         """A token that ``verify_dated`` accepts for ``max_hours`` from now."""

@@ -40,3 +40,17 @@ def test_a_missing_or_short_secret_says_where_to_set_it() -> None:
         Signer("")
     with pytest.raises(ConfigError, match="shorter than 16"):
         Signer("short")
+
+
+def test_a_rotated_key_still_verifies_what_it_signed() -> None:
+    old, new = "old-key-of-enough-length", "new-key-of-enough-length"
+    token = Signer(old).sign("unsubscribe", 42, 7)
+    rotated = Signer(new, [old])
+    claim = rotated.verify("unsubscribe", token)
+    assert claim is not None and (claim.subscriber_id, claim.ref) == (42, 7)
+    assert rotated.sign("unsubscribe", 42, 7) == Signer(new).sign("unsubscribe", 42, 7)
+    assert Signer(old).verify("unsubscribe", rotated.sign("unsubscribe", 42, 7)) is None
+    assert Signer(new).verify("unsubscribe", token) is None  # the old key dropped: refused
+    assert rotated.verify("preferences", token) is None
+    with pytest.raises(ConfigError, match="LETTERPRESS_PREVIOUS_SECRET_KEYS"):
+        Signer(new, ["short"])

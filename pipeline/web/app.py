@@ -72,7 +72,7 @@ class Service:
 
     @cached_property
     def signer(self) -> Signer:
-        return Signer(self.settings.secret_key.get_secret_value())
+        return Signer.from_settings(self.settings)
 
     @cached_property
     def templates(self) -> jinja2.Environment:
