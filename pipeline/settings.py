@@ -137,6 +137,25 @@ DEFAULT_SCANNERS = [
 ]
 
 
+# The settings that shape web pages and emails. The build keys its cache on these alone
+# and sends only these to its workers: no secret, no database URL, nothing of sending
+# travels through the broker, and changing a send setting re-renders nothing.
+RENDER_FIELDS = frozenset(
+    {
+        "base_url", "site_name", "site_tagline", "language", "default_author",
+        "content_dir", "templates_dir", "max_article_bytes", "iframe_hosts",
+        "directory_urls", "favicon", "organization_authors",
+        "sender_name", "sender_email", "postal_address",
+        "affiliate_disclosure", "affiliate_rules", "affiliate_shorteners",
+        "disclaimer_text", "disclaimer_categories",
+        "hot_size", "hot_half_life_hours", "hot_view_weight", "hot_click_weight",
+        "hot_title_words", "page_view_beacon",
+        "email_full_articles", "email_clip_bytes", "email_oversize", "email_teaser_words",
+        "utm_source", "utm_medium",
+    }
+)  # fmt: skip
+
+
 def _env(name: str, default: Any) -> Any:
     """A setting also read from the unprefixed variable ``name`` (``REDIS_URL``)."""
     return Field(default=default, validation_alias=AliasChoices(name, "LETTERPRESS_" + name))
@@ -304,6 +323,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FileSource(settings_cls))
+
+    def render_values(self) -> dict[str, Any]:
+        """The settings that shape pages and emails, as JSON values (``RENDER_FIELDS``)."""
+        return self.model_dump(mode="json", include=set(RENDER_FIELDS))
 
     @property
     def previous_keys(self) -> list[str]:

@@ -77,8 +77,8 @@ class BuildReport:
 
 
 def settings_key(settings: Settings) -> str:
-    """What in the settings shapes the output (where Redis lives does not)."""
-    output = settings.model_dump(mode="json", exclude={"redis_url"})
+    """What in the settings shapes the output (``RENDER_FIELDS``; sending does not)."""
+    output = settings.render_values()
     payload = json.dumps([FORMAT, output], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -457,9 +457,7 @@ class Builder:
         favicon = favicon_bytes(self.settings)  # a wrong setting stops the build first
         key = settings_key(self.settings)
         state = self._load_state(key)
-        unit_settings = self.settings.model_dump(
-            mode="json", exclude={"redis_url"}
-        )  # no secrets in task arguments
+        unit_settings = self.settings.render_values()  # no secret travels to the workers
 
         # 1. Read and parse every file; a broken one is reported, never fatal.
         files: dict[str, Path] = {}

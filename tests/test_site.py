@@ -16,6 +16,7 @@ import redis
 
 from pipeline.errors import ConfigError
 from pipeline.hot import Engagement
+from pipeline.pool import SerialPool, Unit
 from pipeline.settings import Settings
 from pipeline.site import Builder
 
@@ -507,3 +508,46 @@ def test_directory_urls_and_beacon_settings_rebuild_every_page(
                   content_dir=content_dir).build()  # fmt: skip
     assert "assets/beacon.js" in off.removed
     assert not page(out, GUIDE).xpath("//script[@src]")
+
+
+class RecordingPool(SerialPool):
+    """Runs the units here, as the serial pool does, and keeps them as a broker would."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def run(self, work: str, units: list[Unit]) -> list[Unit]:
+        self.sent.append(json.dumps(units))
+        return super().run(work, units)
+
+
+def test_build_units_carry_no_secret_and_send_settings_rerender_nothing(
+    make_settings: Callable[..., Settings], content_dir: Path, tmp_path: Path
+) -> None:
+    secrets = {
+        "database_url": "postgresql://letterpress:db-password-123@db.example/letterpress",
+        "secret_key": "a-signing-key-that-must-stay-home",
+        "smtp_url": "smtp://user:smtp-password-456@mail.example:587",
+        "mailgun_api_key": "key-mailgun-789",
+        "admin_token": "admin-token-abc",
+    }
+    pool = RecordingPool()
+    out = tmp_path / "site"
+    first = Builder(make_settings(**secrets), out, content_dir=content_dir, pool=pool).build()
+    assert first.written and pool.sent
+    sent = "".join(pool.sent)
+    for name, value in secrets.items():
+        assert value not in sent, name
+    assert "database_url" not in sent and "send_rate" not in sent
+    # A setting of sending changes no page; one of the pages changes them all.
+    again = Builder(
+        make_settings(**{**secrets, "secret_key": "another-key-0123456"}, send_rate=5.0),
+        out,
+        content_dir=content_dir,
+    ).build()
+    assert again.written == []
+    renamed = Builder(
+        make_settings(**secrets, site_name="Another Name"), out, content_dir=content_dir
+    ).build()
+    pages = [p for p in first.written if p.endswith(".html")]
+    assert pages and set(pages) <= set(renamed.written)
