@@ -7,11 +7,12 @@ all of them. ``letterpress worker``, ``letterpress beat`` and ``issue schedule``
 before they start or schedule anything, and a worker that finds a problem on its first
 batch pauses the issue with it (``delivery.pause_for_configuration``).
 
-A *real* send reaches people: any provider but the outbox, unless the provider is a
-sandbox that delivers to nobody (``delivery_sandbox = true``: Mailpit, a provider's test
-mode) or an HTTP API on loopback (the test double). RFC 8058 one-click unsubscribe, and
-Gmail and Yahoo with it, require an https ``List-Unsubscribe`` URL, so a real send needs
-``LETTERPRESS_BASE_URL`` to be https.
+A *real* send reaches people: any provider but the outbox, unless it is an SMTP server
+marked as a sandbox that delivers to nobody (``delivery_sandbox = true``: Mailpit) or an
+HTTP API on loopback (the test double). The mark applies to SMTP only, so a sandbox left
+on while switching to Mailgun, SendGrid or Postmark cannot let a real send through.
+RFC 8058 one-click unsubscribe, and Gmail and Yahoo with it, require an https
+``List-Unsubscribe`` URL, so a real send needs ``LETTERPRESS_BASE_URL`` to be https.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def _loopback(url: str) -> bool:
 
 def real_send(settings: Settings) -> bool:
     """Whether mail sent with these settings reaches real people."""
-    if settings.provider == "outbox" or settings.delivery_sandbox:
+    if settings.provider == "outbox":
+        return False
+    if settings.provider == "smtp" and settings.delivery_sandbox:
         return False
     api = HTTP_APIS.get(settings.provider)
     return not (api and _loopback(getattr(settings, api)))
@@ -73,7 +76,7 @@ def problems(settings: Settings) -> list[str]:
                 f"LETTERPRESS_BASE_URL is {settings.base_url}: one-click unsubscribe (RFC 8058,"
                 " and Gmail's and Yahoo's sender rules) needs an https List-Unsubscribe URL;"
                 " set it to the https address where `letterpress serve` answers (or set"
-                " delivery_sandbox = true for a provider that delivers to nobody)"
+                " delivery_sandbox = true for an SMTP server that delivers to nobody)"
             )
         from .subscribers import normalise_email
 

@@ -239,8 +239,8 @@ class Settings(BaseSettings):
     dkim_private_key: SecretStr = SecretStr("")
     dkim_selector: str = ""
     dkim_domain: str = ""  # default: the domain of each From address
-    # The provider delivers to nobody real (Mailpit, a provider's test mode): links in its
-    # mail may be http. The outbox and HTTP APIs on loopback (the test double) count as such.
+    # The SMTP server delivers to nobody real (Mailpit): links in its mail may be http.
+    # The outbox and HTTP APIs on loopback (the test double) count as such on their own.
     delivery_sandbox: bool = False
 
     # Subscriber service (letterpress serve)

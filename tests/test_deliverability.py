@@ -195,7 +195,8 @@ def test_a_real_send_needs_an_https_base_url(make_settings: Callable[..., Settin
     assert (
         preflight.problems(real.model_copy(update={"base_url": "https://news.example.org"})) == []
     )
-    assert preflight.problems(real.model_copy(update={"delivery_sandbox": True})) == []
+    # A sandbox mark is for an SMTP server that delivers to nobody, never for a provider.
+    assert preflight.problems(real.model_copy(update={"delivery_sandbox": True})) != []
     # The outbox and the double (an HTTP API on loopback) deliver to nobody.
     assert preflight.problems(real.model_copy(update={"provider": "outbox"})) == []
     double = real.model_copy(update={"mailgun_base_url": "http://127.0.0.1:9999"})
@@ -205,6 +206,7 @@ def test_a_real_send_needs_an_https_base_url(make_settings: Callable[..., Settin
         update={"provider": "smtp", "smtp_url": SecretStr("smtp://127.0.0.1:25")}
     )
     assert preflight.real_send(smtp) and len(preflight.problems(smtp)) == 1
+    assert preflight.problems(smtp.model_copy(update={"delivery_sandbox": True})) == []
 
 
 def test_an_https_real_send_needs_a_valid_sender(make_settings: Callable[..., Settings]) -> None:
