@@ -41,11 +41,6 @@ def ascii_domain(domain: str) -> str:
         raise AddressNotSupported(f"the address's domain is not a valid IDN: {exc}") from None
 
 
-def needs_utf8(address: str) -> bool:
-    """Whether the address can only travel over SMTPUTF8 (a non-ASCII local part)."""
-    return not split(address)[0].isascii()
-
-
 def wire(address: str, *, utf8: bool, channel: str) -> str:
     """The address as the channel must carry it.
 
