@@ -15,6 +15,8 @@ what the address needs and what the channel can carry:
 
 from __future__ import annotations
 
+from email.utils import formataddr
+
 import idna
 
 from .errors import LetterpressError
@@ -58,8 +60,11 @@ def wire(address: str, *, utf8: bool, channel: str) -> str:
 
 
 def mailbox(name: str, address: str) -> str:
-    """``"Name" <address>`` for a header whose message is serialised as UTF-8 (RFC 6532),
-    or the bare address without a name. ``address`` is already in its wire form."""
+    """The To header for ``address``, already in its wire form: for an ASCII address the
+    usual form (the name RFC 2047-encoded when it needs it); for a UTF-8 one, the form of
+    a message whose headers are UTF-8 (RFC 6532): ``"Name" <address>``, or ``<address>``."""
+    if address.isascii():
+        return formataddr((name, address))
     if not name:
         return f"<{address}>"
     quoted = name.replace("\\", "\\\\").replace('"', '\\"')

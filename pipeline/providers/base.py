@@ -93,12 +93,12 @@ def build_each(
 def _check(recipient: Recipient) -> None:
     """What no channel can carry: text that is not Unicode (lone surrogates, from bytes
     decoded badly) and line breaks in a value that becomes a header."""
-    for value in (recipient.name, recipient.email, *recipient.fields.values()):
+    headers = (recipient.name, *recipient.headers.values())
+    for value in (recipient.email, *recipient.fields.values(), *headers):
         value.encode("utf-8")
-    for value in (recipient.name, *recipient.headers.values()):
+    for value in headers:
         if "\r" in value or "\n" in value or "\0" in value:
             raise ValueError("a line break in the name or a header value would break the headers")
-        value.encode("utf-8")
 
 
 class ProviderError(LetterpressError):

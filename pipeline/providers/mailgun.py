@@ -69,7 +69,7 @@ class MailgunProvider:
         message: Message,
         recipients: Sequence[Recipient],
         key: str,
-        rejected: dict[int, str] | None = None,
+        rejected: dict[int, str],
     ) -> tuple[list[tuple[str, str]], list[Recipient]]:
         """The form fields of one call, in order (``to`` repeats once per recipient), and
         the recipients in it: one whose part cannot be built goes into ``rejected``.
@@ -83,17 +83,14 @@ class MailgunProvider:
 
         def part(recipient: Recipient) -> tuple[str, str, dict[str, str]]:
             address = wire(recipient.email, utf8=True, channel="mailgun")
-            if address.isascii():
-                to = formataddr((recipient.name, address))
-            else:
-                to = mailbox(recipient.name, address)
+            to = mailbox(recipient.name, address)
             values = {name: recipient.fields.get(name, f"%%{name}%%") for name in names}
             for header in own:
                 value = recipient.headers.get(header, "")
                 values[header_variable(header)] = personalise(value, recipient.fields)
             return address, to, values
 
-        parts = build_each(recipients, part, rejected if rejected is not None else {}, self.name)
+        parts = build_each(recipients, part, rejected, self.name)
         variables = {address: values for _, (address, _, values) in parts}
         fields = [("from", formataddr((message.from_name, message.from_email)))]
         fields += [("to", to) for _, (_, to, _) in parts]

@@ -44,7 +44,7 @@ def build(
     email = EmailMessage(policy=SMTPUTF8 if international else SMTP)
     email["Subject"] = personalise(message.subject, fields)
     email["From"] = formataddr((message.from_name, message.from_email))
-    email["To"] = mailbox(recipient.name, to) if international else formataddr((recipient.name, to))
+    email["To"] = mailbox(recipient.name, to)
     email["Date"] = format_datetime(when or datetime.now(UTC))
     domain = message.from_email.rpartition("@")[2] or "localhost"
     email["Message-ID"] = make_msgid(domain=ascii_domain(domain))

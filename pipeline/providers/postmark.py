@@ -55,7 +55,7 @@ class PostmarkProvider:
         message: Message,
         recipients: Sequence[Recipient],
         key: str,
-        rejected: dict[int, str] | None = None,
+        rejected: dict[int, str],
     ) -> tuple[list[dict[str, Any]], list[Recipient]]:
         """One message per recipient, and the recipients they are for; one that cannot be
         built goes into ``rejected``. Addresses go out in ASCII (an IDN domain in its
@@ -88,7 +88,7 @@ class PostmarkProvider:
                 item["Tag"] = message.tag
             return item
 
-        built = build_each(recipients, build, rejected if rejected is not None else {}, self.name)
+        built = build_each(recipients, build, rejected, self.name)
         return [item for _, item in built], [recipient for recipient, _ in built]
 
     def send(self, message: Message, recipients: Sequence[Recipient], key: str) -> BatchResult:

@@ -50,7 +50,7 @@ class SendGridProvider:
         message: Message,
         recipients: Sequence[Recipient],
         key: str,
-        rejected: dict[int, str] | None = None,
+        rejected: dict[int, str],
     ) -> tuple[dict[str, Any], list[Recipient]]:
         """The request body and the recipients in it; one whose personalization cannot be
         built goes into ``rejected``. SendGrid takes ASCII addresses only (an IDN domain
@@ -78,9 +78,7 @@ class SendGridProvider:
             }
             return item
 
-        built = build_each(
-            recipients, personalization, rejected if rejected is not None else {}, self.name
-        )
+        built = build_each(recipients, personalization, rejected, self.name)
         personalizations = [item for _, item in built]
         sender: dict[str, str] = {"email": message.from_email}
         if message.from_name:
