@@ -19,11 +19,11 @@ from pathlib import Path
 
 from benchutil import ROOT, code_version, median
 
-from pipeline import dkim
-from pipeline.content import FileContentStore
-from pipeline.emails import EmailRenderer
-from pipeline.providers.base import Message, Recipient
-from pipeline.providers.outbox import OutboxProvider
+from pipeline.content.store import FileContentStore
+from pipeline.render.emails import EmailRenderer
+from pipeline.sending import dkim
+from pipeline.sending.providers.base import Message, Recipient
+from pipeline.sending.providers.outbox import OutboxProvider
 from pipeline.settings import Settings
 
 SEEDS = [

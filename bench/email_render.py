@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if Path("letterpress.toml").exists():
         sys.exit(f"{WORK / 'letterpress.toml'} would change the settings")
 
-    from pipeline import emails
-    from pipeline.content import FileContentStore
-    from pipeline.markup import Renderer
+    from pipeline.content.store import FileContentStore
+    from pipeline.render import emails
+    from pipeline.render.markup import Renderer
     from pipeline.settings import load_settings
 
     settings = load_settings(email_clip_bytes=10_000_000, postal_address=POSTAL_ADDRESS)

@@ -13,7 +13,7 @@ bad rows are planted: invalid addresses, an unknown time zone, a row with an ext
 field, an address repeated in another case; plus one empty row, which is skipped.
 
 Every measurement is a fresh process (so its peak RSS is its own) that creates an empty
-database, migrates it, times ``pipeline.subscribers.import_csv`` on the file (worker
+database, migrates it, times ``pipeline.audience.subscribers.import_csv`` on the file (worker
 start-up and the UTF-8 check included), then times importing the same file again
 (which must change nothing). SQLite is a new file under bench/.work/subscribers/;
 PostgreSQL is a dedicated database (default ``letterpress_bench`` on the test server,
@@ -176,7 +176,7 @@ def server_cpu(engine: Any) -> dict[int, float]:
 
 def timed_import(engine: Any, path: Path) -> tuple[Any, dict[str, Any]]:
     """One import, with its wall time, CPU time (here, workers, database server) and load."""
-    from pipeline import subscribers
+    from pipeline.audience import subscribers
 
     load = os.getloadavg()[0]
     here, workers = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
@@ -200,7 +200,8 @@ def measure(url: str, path: Path, again: bool) -> dict[str, Any]:
     """In a fresh process: empty database, import, import again; times, CPU, peak RSS."""
     import sqlalchemy as sa
 
-    from pipeline import db, subscribers
+    from pipeline.audience import subscribers
+    from pipeline.store import db
 
     fresh_database(url)
     db.upgrade(url)
@@ -229,7 +230,7 @@ def measure(url: str, path: Path, again: bool) -> dict[str, Any]:
 
 
 def fresh_database(url: str) -> None:
-    from pipeline import db
+    from pipeline.store import db
 
     if url.startswith("sqlite:///"):
         file = Path(url.removeprefix("sqlite:///"))
@@ -279,7 +280,7 @@ def versions(postgres: str | None) -> str:
     if postgres:
         import sqlalchemy as sa
 
-        from pipeline import db
+        from pipeline.store import db
 
         with db.engine(postgres).connect() as conn:
             version = conn.execute(sa.text("SHOW server_version")).scalar_one()

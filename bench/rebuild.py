@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if Path("letterpress.toml").exists():
         sys.exit(f"{WORK / 'letterpress.toml'} would change the settings")
 
-    from pipeline.pool import SerialPool
     from pipeline.settings import load_settings
-    from pipeline.site import Builder
+    from pipeline.site.build import Builder
+    from pipeline.site.pool import SerialPool
 
     print(f"corpus: {args.n} articles in {WORK.relative_to(ROOT)}/content; {code_version()}")
     cold, cold_own, cold_written = cli_build(out, env)

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import db  # noqa: E402
+from pipeline.store import db  # noqa: E402
 from tests.cluster import SENDGRID_KEY, Cluster, Double, seed_subscribers  # noqa: E402
 
 SEEDS = "vitamin-k2-for-directing-calcium-to-bones,the-role-of-vitamin-k2-in-calcium-distribution"

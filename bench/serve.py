@@ -67,11 +67,12 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
-from pipeline import db, tracking  # noqa: E402
-from pipeline.delivery import VARIANT, WEB_VARIANT  # noqa: E402
-from pipeline.keys import Keys  # noqa: E402
+from pipeline.audience import tracking  # noqa: E402
+from pipeline.audience.tokens import Signer  # noqa: E402
+from pipeline.sending.delivery import VARIANT, WEB_VARIANT  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
-from pipeline.tokens import Signer  # noqa: E402
+from pipeline.store import db  # noqa: E402
+from pipeline.store.keys import Keys  # noqa: E402
 
 WORK = BENCH / ".work" / "serve"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/letterpress_serve_bench"
@@ -880,7 +881,7 @@ def profiled_server(port: int, stats: Path) -> None:
 
     import uvicorn
 
-    from pipeline.cli_serve import LOG_CONFIG
+    from pipeline.cli.serve import LOG_CONFIG
 
     profiles: list[cProfile.Profile] = []
     active = threading.Event()  # set by SIGUSR1, once the warm-up is over

@@ -1,3 +1,3 @@
-from .cli import main
+from pipeline.cli.main import main
 
 main(prog_name="letterpress")

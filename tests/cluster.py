@@ -18,8 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pipeline import db
 from pipeline.settings import Settings, load_settings
+from pipeline.store import db
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDGRID_KEY = "SG.test-key"
@@ -46,7 +46,7 @@ class Double:
         args = [
             sys.executable,
             "-m",
-            "pipeline.providers.double",
+            "pipeline.sending.providers.double",
             "--port",
             "0",
             "--sendgrid-key",

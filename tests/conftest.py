@@ -98,7 +98,7 @@ POSTGRES_SERVER = os.environ.get(
 def _postgres_reachable() -> bool:
     import sqlalchemy as sa
 
-    from pipeline import db
+    from pipeline.store import db
 
     probe = sa.create_engine(db.normalise_url(POSTGRES_SERVER), poolclass=sa.pool.NullPool)
     try:
@@ -125,7 +125,7 @@ def postgres_database(tag: str) -> Iterator[str]:
     """A PostgreSQL database of its own on the test server, dropped afterwards."""
     import sqlalchemy as sa
 
-    from pipeline import db
+    from pipeline.store import db
 
     require_postgres()
     server = sa.make_url(db.normalise_url(POSTGRES_SERVER))
@@ -149,7 +149,7 @@ def postgres_url() -> Iterator[str]:
 
 
 def reset_postgres(url: str) -> None:
-    from pipeline import db
+    from pipeline.store import db
 
     with db.engine(url).begin() as conn:
         conn.exec_driver_sql("DROP SCHEMA public CASCADE")
@@ -159,7 +159,7 @@ def reset_postgres(url: str) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A freshly migrated database: a SQLite file, then this run's PostgreSQL database."""
-    from pipeline import db
+    from pipeline.store import db
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'letterpress.db'}"
@@ -173,7 +173,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A freshly migrated SQLite database, for tests about something else."""
-    from pipeline import db
+    from pipeline.store import db
 
     url = f"sqlite:///{tmp_path / 'letterpress.db'}"
     db.upgrade(url)

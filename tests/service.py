@@ -26,9 +26,9 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
-from pipeline import db
+from pipeline.audience.tokens import Signer
 from pipeline.settings import Settings, load_settings
-from pipeline.tokens import Signer
+from pipeline.store import db
 
 SECRET = "service-test-secret-key-0123456789"
 ADMIN_TOKEN = "admin-test-token-0123456789abcdef"

@@ -19,11 +19,10 @@ import redis
 import requests
 import sqlalchemy as sa
 
-from pipeline import db
-from pipeline import subscribers as subs
-
-from .conftest import CONTENT, SEEDS, postgres_database
-from .service import ADMIN_TOKEN, RunningService, running_service
+from pipeline.audience import subscribers as subs
+from pipeline.store import db
+from tests.conftest import CONTENT, SEEDS, postgres_database
+from tests.service import ADMIN_TOKEN, RunningService, running_service
 
 API = "/api/admin"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -31,13 +31,12 @@ from urllib.request import urlopen
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from pipeline.affiliate import SPONSORED_REL
-from pipeline.content import Catalog, FileContentStore
-from pipeline.emails import EmailRenderer
+from pipeline.content.store import Catalog, FileContentStore
+from pipeline.render.affiliate import SPONSORED_REL
+from pipeline.render.emails import EmailRenderer
 from pipeline.settings import Settings, load_settings
-from pipeline.site import Builder
-
-from .conftest import CONTENT, SEEDS, write_article
+from pipeline.site.build import Builder
+from tests.conftest import CONTENT, SEEDS, write_article
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -22,12 +22,11 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect
 
-from pipeline import db
-
-from .cluster import seed_subscribers
-from .service import RunningService
-from .test_browser import browser, open_page, png_dimensions
-from .test_service import body, issue_mail, mails, send_issue, service_for, status_of
+from pipeline.store import db
+from tests.cluster import seed_subscribers
+from tests.service import RunningService
+from tests.test_browser import browser, open_page, png_dimensions
+from tests.test_service import body, issue_mail, mails, send_issue, service_for, status_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

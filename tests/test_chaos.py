@@ -16,10 +16,11 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from pipeline import db, issues, subscribers
-
-from .cluster import Cluster, Double, seed_subscribers, wait_for
-from .conftest import SEEDS
+from pipeline.audience import subscribers
+from pipeline.sending import issues
+from pipeline.store import db
+from tests.cluster import Cluster, Double, seed_subscribers, wait_for
+from tests.conftest import SEEDS
 
 pytestmark = pytest.mark.slow
 

@@ -800,18 +800,18 @@ def test_dockerignore_matching() -> None:
     assert dockerignored(".git/config")
     assert dockerignored("pipeline/__pycache__/db.cpython-311.pyc")
     assert dockerignored("tests/test_compose.py")
-    assert not dockerignored("pipeline/db.py")
+    assert not dockerignored("pipeline/store/db.py")
 
 
 def test_the_image_carries_the_migrations() -> None:
     """`letterpress db upgrade` runs in the image: the migrations must reach it."""
     migrations = sorted(
         path.relative_to(REPO).as_posix()
-        for path in (REPO / "pipeline" / "migrations").rglob("*.py")
+        for path in (REPO / "pipeline" / "store" / "migrations").rglob("*.py")
         if "__pycache__" not in path.parts
     )
-    assert "pipeline/migrations/env.py" in migrations
-    assert any(m.startswith("pipeline/migrations/versions/") for m in migrations)
+    assert "pipeline/store/migrations/env.py" in migrations
+    assert any(m.startswith("pipeline/store/migrations/versions/") for m in migrations)
 
     # In the build context,
     assert [m for m in migrations if dockerignored(m)] == []

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.check import check
-from pipeline.cli import main
-from pipeline.content import FileContentStore, parse_article
+from pipeline.cli.main import main
+from pipeline.content.check import check
+from pipeline.content.store import FileContentStore, parse_article
 from pipeline.errors import NotFound
 from pipeline.settings import Settings
-
-from .conftest import front, write_article
+from tests.conftest import front, write_article
 
 
 def problems_of(raw: bytes, settings: Settings) -> list[str]:

@@ -16,21 +16,23 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from pydantic import SecretStr
 
-from pipeline import db, delivery, dkim, issues, preflight, status, subscribers
-from pipeline.cli import main
-from pipeline.issues import ArticleRef
-from pipeline.providers.base import BatchResult, Message, Recipient
-from pipeline.providers.double import DoubleServer
-from pipeline.providers.outbox import OutboxProvider
-from pipeline.runtime import Runtime
+from pipeline.audience import subscribers
+from pipeline.cli.main import main
+from pipeline.ops import status
+from pipeline.sending import delivery, dkim, issues, preflight
+from pipeline.sending.issues import ArticleRef
+from pipeline.sending.parts import Runtime
+from pipeline.sending.providers.base import BatchResult, Message, Recipient
+from pipeline.sending.providers.double import DoubleServer
+from pipeline.sending.providers.outbox import OutboxProvider
 from pipeline.settings import Settings
-
-from .cluster import SECRET, seed_subscribers, wait_for
-from .conftest import SEEDS
-from .service import RunningService
-from .test_delivery import log, runtime_for, send_all, start  # noqa: F401 (a fixture)
-from .test_providers import SmtpServer, smtp_server  # noqa: F401 (a fixture)
-from .test_service import service_for  # noqa: F401 (a fixture)
+from pipeline.store import db
+from tests.cluster import SECRET, seed_subscribers, wait_for
+from tests.conftest import SEEDS
+from tests.service import RunningService
+from tests.test_delivery import log, runtime_for, send_all, start  # noqa: F401 (a fixture)
+from tests.test_providers import SmtpServer, smtp_server  # noqa: F401 (a fixture)
+from tests.test_service import service_for  # noqa: F401 (a fixture)
 
 IDN_TYPED = "ann@xn--bcher-kva.de"  # how one person typed it
 IDN = "ann@bücher.de"  # as stored

@@ -13,16 +13,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from pipeline import db, delivery, issues, subscribers
-from pipeline.issues import ArticleRef
-from pipeline.providers.double import DoubleServer
-from pipeline.runtime import Runtime
+from pipeline.audience import subscribers
+from pipeline.audience.tokens import Signer
+from pipeline.sending import delivery, issues
+from pipeline.sending.issues import ArticleRef
+from pipeline.sending.parts import Runtime
+from pipeline.sending.providers.double import DoubleServer
 from pipeline.settings import Settings
-from pipeline.tokens import Signer
-
-from .cluster import SECRET, seed_subscribers
-from .conftest import CONTENT, SEEDS
-from .test_providers import SmtpServer, smtp_server  # noqa: F401 (a fixture)
+from pipeline.store import db
+from tests.cluster import SECRET, seed_subscribers
+from tests.conftest import CONTENT, SEEDS
+from tests.test_providers import SmtpServer, smtp_server  # noqa: F401 (a fixture)
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.settings import Settings
-
-from .conftest import CONTENT, ROOT
+from tests.conftest import CONTENT, ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline.providers.double import DoubleServer, Fault, parse_form
-
-from .conftest import ROOT
+from pipeline.sending.providers.double import DoubleServer, Fault, parse_form
+from tests.conftest import ROOT
 
 MAILGUN_DOMAIN = "mg.example.org"
 
@@ -635,7 +634,7 @@ def test_faults_are_set_over_http(double: DoubleServer, web: requests.Session) -
 def test_cli_serves_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.providers.double", "--port", "0",
+        [sys.executable, "-m", "pipeline.sending.providers.double", "--port", "0",
          "--sendgrid-key", "SG.cli", "--keep-messages"],
         stdout=subprocess.PIPE,
         text=True,

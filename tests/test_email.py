@@ -12,13 +12,12 @@ import lxml.html
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.content import FileContentStore
-from pipeline.emails import EmailRenderer, RenderedEmail, personalise
+from pipeline.cli.main import main
+from pipeline.content.store import FileContentStore
 from pipeline.errors import DisclosureError, EmailTooLarge
+from pipeline.render.emails import EmailRenderer, RenderedEmail, personalise
 from pipeline.settings import Settings, load_settings
-
-from .conftest import SEEDS, front, write_article
+from tests.conftest import SEEDS, front, write_article
 
 
 def render(settings: Settings, folder: Path, slugs: list[str], **kw: object) -> RenderedEmail:
@@ -176,9 +175,9 @@ def test_issue_preview_before_and_after_the_send_starts(
 ) -> None:
     from datetime import timedelta
 
-    from pipeline import delivery, issues
-    from pipeline.issues import ArticleRef
-    from pipeline.runtime import Runtime
+    from pipeline.sending import delivery, issues
+    from pipeline.sending.issues import ArticleRef
+    from pipeline.sending.parts import Runtime
 
     config = tmp_path / "c.toml"
     config.write_text(

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.content import FileContentStore
-from pipeline.emaillint import lint_html, load_features
-from pipeline.emails import EmailRenderer
+from pipeline.content.store import FileContentStore
+from pipeline.render.emaillint import lint_html, load_features
+from pipeline.render.emails import EmailRenderer
 from pipeline.settings import Settings
-
-from .conftest import SEEDS, SPECS
+from tests.conftest import SEEDS, SPECS
 
 # Degrade gracefully where unsupported: phones without media queries get the 600 px
 # layout, the hidden preheader may show as a line of text, and role is an ARIA hint.

@@ -1,4 +1,4 @@
-"""pipeline.emaillint against the real caniemail data (hteumeuleu/caniemail, commit 6b086a3).
+"""pipeline.render.emaillint against the real caniemail data (hteumeuleu/caniemail, commit 6b086a3).
 
 The expected verdicts below were read from tests/specs/caniemail-features.json, e.g.
 css-display-flex / css-border-radius / css-background-image: Outlook "windows" (2007-2019)
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.emaillint import FeatureDB, Finding, format_findings, lint_html, load_features
+from pipeline.render.emaillint import FeatureDB, Finding, format_findings, lint_html, load_features
 
 DATA = Path(__file__).resolve().parent / "specs" / "caniemail-features.json"
 

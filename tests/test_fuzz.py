@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import seed_subscribers
-from .service import ADMIN_TOKEN, RunningService
-from .test_service import send_issue, service_for  # noqa: F401 (a fixture)
+from tests.cluster import seed_subscribers
+from tests.service import ADMIN_TOKEN, RunningService
+from tests.test_service import send_issue, service_for  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 

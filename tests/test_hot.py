@@ -8,11 +8,10 @@ from pathlib import Path
 
 import redis
 
-from pipeline import hot
-from pipeline.content import FileContentStore
+from pipeline.content.store import FileContentStore
+from pipeline.render import hot
 from pipeline.settings import Settings
-
-from .conftest import CONTENT
+from tests.conftest import CONTENT
 
 DAY = 86400.0
 

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from pipeline import db, issues
-from pipeline.content import FileContentStore
+from pipeline.content.store import FileContentStore
 from pipeline.errors import ConfigError, NotFound
-from pipeline.issues import ArticleRef, IssueStateError
-
-from .conftest import SEEDS
+from pipeline.sending import issues
+from pipeline.sending.issues import ArticleRef, IssueStateError
+from pipeline.store import db
+from tests.conftest import SEEDS
 
 SIX_HOURS = timedelta(hours=6)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import requests
 
-from .cluster import seed_subscribers
-from .service import SECRET, RunningService, running_service
-from .test_service import issue_mail, send_issue, service_for, status_of  # noqa: F401
+from tests.cluster import seed_subscribers
+from tests.service import SECRET, RunningService, running_service
+from tests.test_service import issue_mail, send_issue, service_for, status_of  # noqa: F401
 
 NEW_KEY = "a-new-signing-key-after-rotation"
 

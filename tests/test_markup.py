@@ -8,12 +8,11 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-from pipeline.affiliate import AffiliateRules
-from pipeline.content import parse_article
-from pipeline.markup import Body, Renderer
+from pipeline.content.store import parse_article
+from pipeline.render.affiliate import AffiliateRules
+from pipeline.render.markup import Body, Renderer
 from pipeline.settings import DEFAULT_AFFILIATE_RULES, DEFAULT_SHORTENERS, Settings
-
-from .conftest import front
+from tests.conftest import front
 
 
 def render(settings: Settings, body: str, **fields: str) -> Body:

@@ -35,8 +35,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from pipeline.errors import ConfigError
-from pipeline.providers import create
-from pipeline.providers.base import (
+from pipeline.sending.providers import create
+from pipeline.sending.providers.base import (
     Ambiguous,
     BatchResult,
     Message,
@@ -47,17 +47,16 @@ from pipeline.providers.base import (
     Throttled,
     Transient,
 )
-from pipeline.providers.double import CapturedRequest, DoubleServer, Fault
-from pipeline.providers.http import error_for_response, retry_after
-from pipeline.providers.mailgun import MailgunProvider
-from pipeline.providers.mime import build
-from pipeline.providers.outbox import OutboxProvider
-from pipeline.providers.postmark import PostmarkProvider
-from pipeline.providers.sendgrid import SendGridProvider
-from pipeline.providers.smtp import SmtpProvider, parse_url
+from pipeline.sending.providers.double import CapturedRequest, DoubleServer, Fault
+from pipeline.sending.providers.http import error_for_response, retry_after
+from pipeline.sending.providers.mailgun import MailgunProvider
+from pipeline.sending.providers.mime import build
+from pipeline.sending.providers.outbox import OutboxProvider
+from pipeline.sending.providers.postmark import PostmarkProvider
+from pipeline.sending.providers.sendgrid import SendGridProvider
+from pipeline.sending.providers.smtp import SmtpProvider, parse_url
 from pipeline.settings import Settings
-
-from .conftest import SPECS
+from tests.conftest import SPECS
 
 DOMAIN = "mg.example.org"
 HTTP_PROVIDERS = ("mailgun", "sendgrid", "postmark")
@@ -1402,7 +1401,7 @@ def test_one_recipient_that_cannot_be_built_never_stops_an_smtp_batch(
 
 @pytest.fixture(scope="session")
 def dkim_key() -> bytes:
-    from pipeline import dkim
+    from pipeline.sending import dkim
 
     return dkim.new_key()
 
@@ -1416,7 +1415,7 @@ def dkim_settings(dkim_key: bytes, tmp_path: Path, **values: Any) -> dict[str, A
 def dkim_verifies(data: bytes, dkim_key: bytes, selector: str = "lp1") -> bool:
     import dkim as dkimpy
 
-    from pipeline import dkim
+    from pipeline.sending import dkim
 
     record = dkim.public_record_value(dkim_key).encode()
 

@@ -22,9 +22,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipeline.errors import LetterpressError
-from pipeline.keys import Keys
-from pipeline.ratelimit import LocalRateLimiter, RateLimiter, RateLimitTimeout
+from pipeline.sending.ratelimit import LocalRateLimiter, RateLimiter, RateLimitTimeout
 from pipeline.settings import Settings
+from pipeline.store.keys import Keys
 
 Bucket = RateLimiter | LocalRateLimiter
 MakeBucket = Callable[[float, int], Bucket]

@@ -20,14 +20,14 @@ import redis
 import requests
 import sqlalchemy as sa
 
-from pipeline import db, delivery, issues
-from pipeline.hot import Engagement
-from pipeline.issues import ArticleRef
-from pipeline.runtime import Runtime
-
-from .cluster import seed_subscribers
-from .conftest import CONTENT, SEEDS
-from .service import RunningService, running_service
+from pipeline.render.hot import Engagement
+from pipeline.sending import delivery, issues
+from pipeline.sending.issues import ArticleRef
+from pipeline.sending.parts import Runtime
+from pipeline.store import db
+from tests.cluster import seed_subscribers
+from tests.conftest import CONTENT, SEEDS
+from tests.service import RunningService, running_service
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Firefox/128.0"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}

@@ -15,12 +15,12 @@ import pytest
 import redis
 
 from pipeline.errors import ConfigError
-from pipeline.hot import Engagement
-from pipeline.pool import SerialPool, Unit
+from pipeline.render.hot import Engagement
 from pipeline.settings import Settings
-from pipeline.site import Builder
-
-from .conftest import front, write_article
+from pipeline.site.build import Builder
+from pipeline.site.pool import SerialPool
+from pipeline.site.units import Unit
+from tests.conftest import front, write_article
 
 GUIDE = "articles/vitamin-k2-for-directing-calcium-to-bones/index.html"
 ROLE = "articles/the-role-of-vitamin-k2-in-calcium-distribution/index.html"
@@ -258,7 +258,7 @@ def test_naming_a_redis_does_not_make_the_next_build_cold(
 def test_build_and_check_word_a_broken_link_alike(
     settings: Settings, content_dir: Path, tmp_path: Path
 ) -> None:
-    from pipeline.check import check
+    from pipeline.content.check import check
 
     write_article(content_dir, "linker", front(), "See [gone](/articles/gone/).\n")
     built = Builder(settings, tmp_path / "site", content_dir=content_dir).build().problems
@@ -352,8 +352,8 @@ def test_every_link_resolves_from_disk(
     assert beacon.get("data-url") == "https://news.example.org/v/linking"  # the service
 
     # The email of the same (cached) body keeps absolute links: it is not a page.
-    from pipeline.content import FileContentStore
-    from pipeline.emails import EmailRenderer
+    from pipeline.content.store import FileContentStore
+    from pipeline.render.emails import EmailRenderer
 
     email = EmailRenderer(settings).render(FileContentStore(content_dir, settings).catalog(),
                                            ["linking"]).html  # fmt: skip

@@ -11,14 +11,15 @@ from wsgiref.simple_server import WSGIServer, make_server
 import pytest
 import redis
 
-from pipeline import db, delivery, issues, status
-from pipeline.issues import ArticleRef
-from pipeline.metrics import registry
-from pipeline.runtime import Runtime
+from pipeline.ops import status
+from pipeline.ops.metrics import registry
+from pipeline.sending import delivery, issues
+from pipeline.sending.issues import ArticleRef
+from pipeline.sending.parts import Runtime
 from pipeline.settings import Settings
-
-from .cluster import SECRET, seed_subscribers
-from .conftest import CONTENT, SEEDS
+from pipeline.store import db
+from tests.cluster import SECRET, seed_subscribers
+from tests.conftest import CONTENT, SEEDS
 
 
 def started_issue(rt: Runtime) -> int:

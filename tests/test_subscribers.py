@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from pipeline import db
-from pipeline import subscribers as subs
-from pipeline.cli_common import Context
-from pipeline.cli_subscribers import subscribers as cli
+from pipeline.audience import subscribers as subs
+from pipeline.cli.common import Context
+from pipeline.cli.subscribers import subscribers as cli
 from pipeline.errors import LetterpressError, NotFound
+from pipeline.store import db
 
 # -- addresses, time zones ---------------------------------------------------------------
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.audience.tokens import Signer
 from pipeline.errors import ConfigError
-from pipeline.tokens import Signer
 
 KEY = "k" * 32
 

@@ -26,12 +26,13 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pipeline import db, delivery, feedback, issues, subscribers
-from pipeline.issues import ArticleRef
-from pipeline.runtime import Runtime
-
-from .conftest import CONTENT, SEEDS, postgres_database
-from .service import (
+from pipeline.audience import feedback, subscribers
+from pipeline.sending import delivery, issues
+from pipeline.sending.issues import ArticleRef
+from pipeline.sending.parts import Runtime
+from pipeline.store import db
+from tests.conftest import CONTENT, SEEDS, postgres_database
+from tests.service import (
     MAILGUN_SIGNING_KEY,
     POSTMARK_PASSWORD,
     POSTMARK_USER,

@@ -14,12 +14,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.settings import load_settings
+from tests.cluster import SECRET
 from workers.app import create_app
 from workers.pool import CeleryPool
-
-from .cluster import SECRET
 
 pytestmark = pytest.mark.slow
 

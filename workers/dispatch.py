@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from celery import Celery
 
+from pipeline.ops.status import queue_depths
 from pipeline.settings import Settings
-from pipeline.status import queue_depths
 
 SEND_BATCH = "letterpress.delivery.send_batch"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery, group
 
-from pipeline.pool import Unit
+from pipeline.site.units import Unit
 
 TASKS = {
     "analyse": "letterpress.site.analyse",

@@ -1,6 +1,6 @@
 """Tasks: JSON in, one ``pipeline`` call, JSON out. Nothing else lives here.
 
-Each worker process builds one ``pipeline.runtime.Runtime`` on its first task (after
+Each worker process builds one ``pipeline.sending.parts.Runtime`` on its first task (after
 the fork, so no database connection or socket is shared between processes).
 """
 
@@ -10,9 +10,9 @@ from typing import Any
 
 from celery import Celery
 
-from pipeline import site
-from pipeline.runtime import Runtime
+from pipeline.sending.parts import Runtime
 from pipeline.settings import Settings
+from pipeline.site import units
 
 from .dispatch import CeleryDispatcher, queue_empty
 
@@ -29,11 +29,11 @@ def register(app: Celery, settings: Settings) -> None:
 
     @app.task(name="letterpress.site.analyse", shared=False)  # type: ignore[untyped-decorator]
     def analyse(unit: dict[str, Any]) -> dict[str, Any]:
-        return site.analyse(unit)
+        return units.analyse(unit)
 
     @app.task(name="letterpress.site.render_articles", shared=False)  # type: ignore[untyped-decorator]
     def render_articles(unit: dict[str, Any]) -> dict[str, Any]:
-        return site.render_articles(unit)
+        return units.render_articles(unit)
 
     @app.task(name="letterpress.delivery.send_batch", shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def send_batch(batch_id: int) -> dict[str, Any]:

@@ -10,8 +10,8 @@ lists ``where`` and ``problem``) for a request of the wrong shape. Every string 
 of a request is bounded, and the bounds are in ``/openapi.json``.
 
 The handlers are synchronous (FastAPI runs them in its thread pool) and call the same
-functions as the CLI: ``pipeline.subscribers``, ``pipeline.consent`` and
-``pipeline.issues``. Batches that a resumed or retried issue needs go to the Celery
+functions as the CLI: ``pipeline.audience.subscribers``, ``pipeline.audience.consent`` and
+``pipeline.sending.issues``. Batches that a resumed or retried issue needs go to the Celery
 queue when ``REDIS_URL`` is set; without it, the beat's sweep sends them.
 """
 
@@ -36,11 +36,13 @@ from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import consent, db, issues, preflight, subscribers
-from ..content import Catalog, FileContentStore
-from ..errors import ConfigError, NotFound
-from ..issues import IssueStateError
-from .app import Service, service
+from pipeline.audience import consent, subscribers
+from pipeline.content.store import Catalog, FileContentStore
+from pipeline.errors import ConfigError, NotFound
+from pipeline.sending import issues, preflight
+from pipeline.sending.issues import IssueStateError
+from pipeline.store import db
+from pipeline.web.app import Service, service
 
 log = logging.getLogger(__name__)
 
@@ -843,9 +845,8 @@ def _enqueue(svc: Service, issue_id: int, batches: list[int]) -> None:
         app = _broker(svc)
         if app is None:
             return
+        from pipeline.sending.parts import enqueue
         from workers.dispatch import CeleryDispatcher
-
-        from ..runtime import enqueue
 
         enqueue(svc.engine, CeleryDispatcher(app), batches)
     except Exception as exc:

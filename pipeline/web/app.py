@@ -25,18 +25,18 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import db
-from ..content import FileContentStore
-from ..errors import NotFound
-from ..hot import Engagement
-from ..providers import create as create_provider
-from ..providers.base import Provider
-from ..settings import Settings, load_settings
-from ..templating import environment, site_context
-from ..tokens import Signer
-from ..tracking import LinkCache
-from .limits import Limits
-from .writer import GroupWriter
+from pipeline.audience.tokens import Signer
+from pipeline.audience.tracking import LinkCache
+from pipeline.content.store import FileContentStore
+from pipeline.errors import NotFound
+from pipeline.render.hot import Engagement
+from pipeline.render.templating import environment, site_context
+from pipeline.sending.providers import create as create_provider
+from pipeline.sending.providers.base import Provider
+from pipeline.settings import Settings, load_settings
+from pipeline.store import db
+from pipeline.web.limits import Limits
+from pipeline.web.writer import GroupWriter
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,11 @@ class FastPaths:
     unknown link, a malformed path) goes on to the application, which answers it."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
-        from .public import REDIRECT_HEADERS, follow, one_click  # public imports this module
+        from pipeline.web.public import (  # public imports this module
+            REDIRECT_HEADERS,
+            follow,
+            one_click,
+        )
 
         self.app = app
         self.service = service
@@ -277,7 +281,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
     )
     app.state.service = Service(settings, engine, redis, provider)
 
-    from . import admin, hooks, public
+    from pipeline.web import admin, hooks, public
 
     app.include_router(public.hot)
     app.include_router(public.router)
@@ -309,7 +313,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         # uvicorn logs the exception itself; the client learns nothing of it.
         return JSONResponse({"detail": "internal error; it has been logged"}, 500)
 
-    from .forms import Utf8Forms
+    from pipeline.web.forms import Utf8Forms
 
     app.add_middleware(Utf8Forms, service=app.state.service)
     app.add_middleware(FastPaths, service=app.state.service)

@@ -4,7 +4,7 @@
     POST /webhooks/sendgrid   SendGrid's signed Event Webhook (a batch of events)
     POST /webhooks/postmark   Postmark's webhooks, with HTTP Basic credentials
 
-The raw body is verified before anything is read from it (``pipeline.feedback``), and
+The raw body is verified before anything is read from it (``pipeline.audience.feedback``), and
 a request's events are applied in one transaction: a retried request changes nothing,
 and a refused one changes nothing at all. A provider whose secret is not configured
 answers 404 and says which setting to set.
@@ -21,9 +21,9 @@ from fastapi.security import HTTPBasic
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from .. import feedback
-from ..errors import ConfigError
-from .app import Service, service
+from pipeline.audience import feedback
+from pipeline.errors import ConfigError
+from pipeline.web.app import Service, service
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])

@@ -1,7 +1,7 @@
 """What subscribers and their mail clients reach: sign-up, confirmation, unsubscribe,
 preferences, their data, the issue archive, click redirects and page views.
 
-Every link that acts for a subscriber carries a signed token (``pipeline.tokens``); a
+Every link that acts for a subscriber carries a signed token (``pipeline.audience.tokens``); a
 GET never changes anything (link scanners follow GETs), a POST does. No cookies: the
 token is the only credential, and pages send no Referer that could leak it.
 """
@@ -21,14 +21,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from .. import consent, db, tracking
-from ..delivery import WEB_VARIANT
-from ..errors import NotFound
-from ..providers.base import ProviderError
-from ..subscribers import normalise_email
-from ..tokens import Claim
-from .app import Service, page_headers, service
-from .writer import Unsubscribe
+from pipeline.audience import consent, tracking
+from pipeline.audience.subscribers import normalise_email
+from pipeline.audience.tokens import Claim
+from pipeline.errors import NotFound
+from pipeline.sending.delivery import WEB_VARIANT
+from pipeline.sending.providers.base import ProviderError
+from pipeline.store import db
+from pipeline.web.app import Service, page_headers, service
+from pipeline.web.writer import Unsubscribe
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
 
-from .. import consent
-from ..hot import Engagement
-from ..settings import Settings
-from ..tracking import Click, record_clicks
+from pipeline.audience import consent
+from pipeline.audience.tracking import Click, record_clicks
+from pipeline.render.hot import Engagement
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 

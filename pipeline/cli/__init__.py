@@ -1,0 +1,1 @@
+"""The ``letterpress`` command: thin click commands over the domain functions."""

@@ -1,0 +1,470 @@
+"""Editor and operator commands: ``db``, ``issue``, ``status``, ``metrics``, ``beat``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.cli.common import Context, pass_ctx, run_or_exit
+from pipeline.errors import ConfigError
+from pipeline.sending import delivery, issues, preflight
+from pipeline.sending.parts import Runtime
+from pipeline.settings import Settings
+from pipeline.store import db
+
+
+def dispatcher_for(rt: Runtime, progress: Any = None) -> delivery.Dispatcher:
+    """Celery when REDIS_URL is set; otherwise the batches are sent here and now."""
+    if rt.settings.redis_url:
+        from workers.app import create_app
+        from workers.dispatch import CeleryDispatcher
+
+        return CeleryDispatcher(create_app(rt.settings))
+    return delivery.InlineDispatcher(rt.sender, progress)
+
+
+def workers_online(settings: Settings) -> list[str] | None:
+    if not settings.redis_url:
+        return None
+    from workers.app import create_app
+
+    try:
+        replies = create_app(settings).control.ping(timeout=1.0) or []
+    except Exception:
+        return None
+    return [name for reply in replies for name in reply]
+
+
+# -- db ---------------------------------------------------------------------------------
+
+
+@click.group("db")
+def db_group() -> None:
+    """The SQL database (DATABASE_URL; a SQLite file by default)."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_ctx
+def db_upgrade(ctx: Context, revision: str) -> None:
+    """Create or migrate the tables (safe to run again)."""
+
+    def run() -> None:
+        url = ctx.settings().database_url
+        db.upgrade(url, revision)
+        click.echo(f"database {db._safe(url)} is at migration {db.current_revision(url)}")
+
+    run_or_exit(run)
+
+
+# -- issue ------------------------------------------------------------------------------
+
+
+@click.group("issue")
+def issue_group() -> None:
+    """Create, preview, test, schedule and steer newsletter issues."""
+
+
+@issue_group.command("create")
+@click.option("--subject", required=True, help="The subject line.")
+@click.option(
+    "--articles",
+    required=True,
+    help="Slugs in order, comma-separated; slug:full or slug:teaser (the first is"
+    " full by default).",
+)
+@click.option("--audience", multiple=True, help="A subscriber list (repeatable; default all).")
+@click.option("--preheader", default="", help="The preview text.")
+@click.option("--intro", default="", help="An introduction above the articles (HTML allowed).")
+@pass_ctx
+def issue_create(
+    ctx: Context, subject: str, articles: str, audience: tuple[str, ...], preheader: str, intro: str
+) -> None:
+    """Create a draft issue and print its id."""
+
+    def run() -> None:
+        rt = Runtime(ctx.settings())
+        issue_id = issues.create(
+            rt.engine,
+            subject=subject,
+            articles=issues.parse_articles(articles),
+            audience=[a for part in audience for a in part.split(",") if a],
+            preheader=preheader,
+            intro=intro,
+            catalog=rt.catalog(),
+        )
+        click.echo(issue_id)
+
+    run_or_exit(run)
+
+
+@issue_group.command("list")
+@pass_ctx
+def issue_list(ctx: Context) -> None:
+    """Every issue, newest first."""
+
+    def run() -> None:
+        rt = Runtime(ctx.settings())
+        rows = issues.list_issues(rt.engine)
+        if not rows:
+            click.echo("no issues yet: `letterpress issue create --subject … --articles …`")
+        for i in rows:
+            when = f"{i.local_send_at:%Y-%m-%d %H:%M %Z}" if i.local_send_at else "-"
+            click.echo(
+                f"{i.id:>5}  {i.status:9}  {when:22}  {i.progress.sent:>9,} sent  {i.subject}"
+            )
+
+    run_or_exit(run)
+
+
+@issue_group.command("show")
+@click.argument("issue_id", type=int)
+@pass_ctx
+def issue_show(ctx: Context, issue_id: int) -> None:
+    """Status and progress of one issue."""
+
+    def run() -> None:
+        rt = Runtime(ctx.settings())
+        i = issues.get(rt.engine, issue_id)
+        p = i.progress
+        click.echo(f"issue {i.id}: {i.subject}")
+        click.echo(
+            f"  status     {i.status}" + (f" ({i.status_reason})" if i.status_reason else "")
+        )
+        if i.preheader:
+            click.echo(f"  preheader  {i.preheader}")
+        click.echo(
+            "  articles   "
+            + ", ".join(f"{a.slug} ({'full' if a.full else 'teaser'})" for a in i.articles)
+        )
+        click.echo(f"  audience   {', '.join(i.audience) or 'every active subscriber'}")
+        if i.local_send_at:
+            click.echo(f"  send at    {i.local_send_at:%Y-%m-%d %H:%M %Z} ({i.time_zone})")
+        if i.started_at:
+            at = db.now()
+            click.echo(
+                f"  recipients {p.recipients:,}: sent {p.sent:,}, failed {p.failed:,},"
+                f" skipped {p.skipped:,}, queued {p.queued:,}"
+            )
+            batches = ", ".join(f"{k} {v}" for k, v in sorted(p.batches.items()))
+            click.echo(f"  batches    {batches or 'none'}")
+            click.echo(f"  rate       {i.rate(at):,.0f}/s")
+            if p.ambiguous:
+                click.echo(
+                    f"  ATTENTION  {p.ambiguous} ambiguous batch(es): letterpress issue"
+                    f" reconcile {i.id}"
+                )
+        for row in reversed(issues.events(rt.engine, issue_id, limit=5)):
+            click.echo(f"  {row['at']:%Y-%m-%d %H:%M:%S} {row['level']}: {row['message']}")
+
+    run_or_exit(run)
+
+
+@issue_group.command("preview")
+@click.argument("issue_id", type=int)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True)
+@pass_ctx
+def issue_preview(ctx: Context, issue_id: int, out_dir: Path) -> None:
+    """Write email.html, email.txt and message.eml as subscribers will get them."""
+
+    def run() -> None:
+        from pipeline.files import atomic_write
+        from pipeline.render.emails import RenderedEmail, mime_message, personalise, preview_fields
+
+        rt = Runtime(ctx.settings())
+        email: RenderedEmail = render_issue(rt, issue_id)
+        fields = preview_fields(rt.settings)
+        paths = [out_dir / "email.html", out_dir / "email.txt", out_dir / "message.eml"]
+        atomic_write(paths[0], personalise(email.html, fields))
+        atomic_write(paths[1], personalise(email.text, fields))
+        message = mime_message(email, rt.settings, to="preview@example.com", fields=fields)
+        atomic_write(paths[2], message.as_bytes())
+        for path in paths:
+            click.echo(str(path))
+
+    run_or_exit(run)
+
+
+def render_issue(rt: Runtime, issue_id: int) -> Any:
+    """The frozen snapshot once sending started; before that, the articles as they are."""
+    import sqlalchemy as sa
+
+    from pipeline.audience.tracking import untracked
+    from pipeline.render.emails import EmailRenderer, RenderedEmail
+
+    issue = issues.get(rt.engine, issue_id)
+    with rt.engine.connect() as conn:
+        snap = conn.execute(
+            sa.select(db.snapshots).where(
+                db.snapshots.c.issue_id == issue_id, db.snapshots.c.variant == delivery.VARIANT
+            )
+        ).first()
+        html = untracked(conn, issue_id, snap.html) if snap is not None else ""
+    if snap is not None:
+        return RenderedEmail(
+            snap.subject,
+            snap.preheader,
+            html,
+            snap.text,
+            tuple(a.slug for a in issue.articles),
+            False,
+        )
+    return EmailRenderer(rt.settings).render(
+        rt.catalog(),
+        [a.slug for a in issue.articles],
+        subject=issue.subject,
+        preheader=issue.preheader or None,
+        intro=issue.intro,
+        campaign=f"issue-{issue_id}",
+        scores=rt.scores(),
+        full_slugs=[a.slug for a in issue.articles if a.full],
+        view_url=delivery.view_url(rt.settings, issue_id),
+    )
+
+
+@issue_group.command("test")
+@click.argument("issue_id", type=int)
+@click.option(
+    "--to",
+    "addresses",
+    multiple=True,
+    required=True,
+    help="An address to send the test to (repeatable).",
+)
+@pass_ctx
+def issue_test(ctx: Context, issue_id: int, addresses: tuple[str, ...]) -> None:
+    """Send the issue to these addresses only, subject prefixed [TEST]."""
+
+    def run() -> None:
+        from pipeline.audience.subscribers import normalise_email
+        from pipeline.render.emails import ONE_CLICK
+        from pipeline.sending.providers.base import Message
+
+        rt = Runtime(ctx.settings())
+        email = render_issue(rt, issue_id)
+        try:
+            targets = [normalise_email(a) for a in addresses]
+        except ValueError as exc:
+            raise ConfigError(f"--to: {exc}") from None
+        message = Message(
+            subject=f"[TEST] {email.subject}",
+            html=email.html.replace("%%name%%", "%%name_html%%"),
+            text=email.text,
+            from_name=rt.settings.sender_name,
+            from_email=rt.settings.sender_email,
+            tag=f"issue-{issue_id}-test",
+            headers=dict(ONE_CLICK),
+            metadata={"issue": f"{issue_id}-test", "batch": f"test-{issue_id}-{time.time_ns()}"},
+        )
+        recipients = [rt.sender._recipient(issue_id, 0, a, "") for a in targets]
+        result = rt.provider.send(message, recipients, message.metadata["batch"])
+        for r in recipients:
+            if r.subscriber_id in result.rejected:
+                click.echo(f"refused {r.email}: {result.rejected[r.subscriber_id]}", err=True)
+        click.echo(
+            f"sent a test of issue {issue_id} to {', '.join(targets)} through"
+            f" {rt.settings.provider}"
+        )
+        if result.rejected:
+            sys.exit(1)
+
+    run_or_exit(run)
+
+
+@issue_group.command("schedule")
+@click.argument("issue_id", type=int)
+@click.option("--at", "at", required=True, help="now, or an ISO-8601 time (2026-12-01T08:00).")
+@click.option(
+    "--tz",
+    default="UTC",
+    show_default=True,
+    help="Time zone of --at when it has no offset (IANA name).",
+)
+@pass_ctx
+def issue_schedule(ctx: Context, issue_id: int, at: str, tz: str) -> None:
+    """Schedule a draft; the beat starts it when its time comes."""
+
+    def run() -> None:
+        rt = Runtime(ctx.settings())
+        when: datetime | None = None
+        if at != "now":
+            try:
+                when = datetime.fromisoformat(at)
+            except ValueError:
+                raise ConfigError(
+                    f"--at {at!r}: use now or ISO-8601, e.g. 2026-12-01T08:00"
+                ) from None
+        moment = rt.schedule(issue_id, when, tz)
+        local = moment.astimezone(issues.zone(tz))
+        click.echo(f"issue {issue_id} scheduled for {local:%Y-%m-%d %H:%M %Z}")
+        if at == "now" and rt.settings.redis_url:
+            _tick(rt)
+
+    run_or_exit(run)
+
+
+def _tick(rt: Runtime) -> None:
+    """Ask the workers to start due issues now rather than at the next beat."""
+    from workers.app import create_app
+
+    create_app(rt.settings).send_task("letterpress.issues.due")
+
+
+def _steer(name: str, doc: str) -> None:
+    @issue_group.command(name, help=doc)
+    @click.argument("issue_id", type=int)
+    @pass_ctx
+    def command(ctx: Context, issue_id: int) -> None:
+        def run() -> None:
+            rt = Runtime(ctx.settings())
+            if name == "pause":
+                issues.pause(rt.engine, issue_id)
+                click.echo(f"issue {issue_id} paused: batches in flight finish, no new ones start")
+            elif name == "cancel":
+                issues.cancel(rt.engine, issue_id)
+                click.echo(f"issue {issue_id} cancelled")
+            elif name == "resume":
+                batches = issues.resume(rt.engine, issue_id)
+                from pipeline.sending.parts import enqueue
+
+                enqueue(rt.engine, dispatcher_for(rt), batches)
+                click.echo(f"issue {issue_id} resumed: {len(batches)} batch(es) to send")
+            elif name == "retry-failed":
+                batches = issues.retry_failed(rt.engine, issue_id, rt.batch_size)
+                from pipeline.sending.parts import enqueue
+
+                enqueue(rt.engine, dispatcher_for(rt), batches)
+                click.echo(f"issue {issue_id}: {len(batches)} retry batch(es) queued")
+
+        run_or_exit(run)
+
+
+_steer("pause", "Pause a scheduled or sending issue (resume picks up where it stopped).")
+_steer("resume", "Resume a paused issue from where it stopped.")
+_steer("cancel", "Cancel an issue that has not finished; unsent batches are dropped.")
+_steer("retry-failed", "Send again to the recipients whose delivery failed.")
+
+
+@issue_group.command("reconcile")
+@click.argument("issue_id", type=int)
+@click.option(
+    "--assume",
+    type=click.Choice(["sent", "unsent"]),
+    default=None,
+    help="For batches the provider cannot tell about: count them as sent, or send them again.",
+)
+@pass_ctx
+def issue_reconcile(ctx: Context, issue_id: int, assume: str | None) -> None:
+    """Settle ambiguous batches (the provider may or may not have taken them)."""
+
+    def run() -> None:
+        from pipeline.sending.parts import enqueue
+
+        rt = Runtime(ctx.settings())
+        result = delivery.reconcile(rt.engine, issue_id, rt.provider, assume)
+        enqueue(rt.engine, dispatcher_for(rt), result.requeued)
+        click.echo(
+            f"issue {issue_id}: {result.batches} ambiguous batch(es); {result.sent:,}"
+            f" recipient(s) confirmed sent; {len(result.requeued)} batch(es) sent again"
+        )
+        if result.unknown:
+            click.echo(
+                f"{len(result.unknown)} batch(es) remain: {rt.settings.provider} cannot say what"
+                " it accepted; choose with --assume sent (risk: some miss it) or --assume unsent"
+                " (risk: some get it twice)",
+                err=True,
+            )
+            sys.exit(1)
+
+    run_or_exit(run)
+
+
+# -- status, metrics, beat --------------------------------------------------------------
+
+
+@click.command("status")
+@pass_ctx
+def status_command(ctx: Context) -> None:
+    """Queues, workers, each sending issue's progress and recent errors."""
+
+    def run() -> None:
+        from pipeline.ops import status
+
+        settings = ctx.settings()
+        rt = Runtime(settings)
+        report = status.gather(rt.engine, settings, rt.redis, workers_online(settings))
+        for line in status.format_report(report):
+            click.echo(line)
+
+    run_or_exit(run)
+
+
+@click.command("metrics")
+@click.option("--port", default=9108, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@pass_ctx
+def metrics_command(ctx: Context, port: int, host: str) -> None:
+    """Serve the status figures on /metrics for Prometheus."""
+
+    def run() -> None:
+        from pipeline.ops.metrics import serve
+
+        settings = ctx.settings()
+        click.echo(f"serving Prometheus metrics on http://{host}:{port}/metrics")
+        serve(Runtime(settings), lambda: workers_online(settings), host, port)
+
+    run_or_exit(run)
+
+
+@click.command("beat", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--once", is_flag=True, help="One tick, then exit (for cron).")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def beat_command(ctx: Context, once: bool, celery_args: tuple[str, ...]) -> None:
+    """Start due issues and sweep stalled batches, every few seconds.
+
+    With REDIS_URL this is Celery beat, and the workers do the work (run one beat; a
+    second is harmless, as claims are atomic). Without it, this process sends, inline."""
+
+    def run() -> None:
+        settings = ctx.settings()
+        preflight.require(settings, "start the beat")
+        if settings.redis_url:
+            from workers.app import create_app
+
+            app = create_app(settings)
+            if once:
+                app.send_task("letterpress.issues.due")
+                app.send_task("letterpress.delivery.sweep")
+                click.echo("asked the workers to start due issues and sweep")
+                return
+            import tempfile
+
+            schedule = Path(tempfile.gettempdir()) / f"letterpress-beat-{settings.redis_prefix}"
+            app.start(["beat", "--schedule", str(schedule), *celery_args])
+            return
+        rt = Runtime(settings)
+        dispatcher = dispatcher_for(rt)
+        if not once:
+            click.echo(f"sending inline every {settings.beat_seconds:g} s (no REDIS_URL)")
+        while True:
+            for issue_id in rt.start_due(dispatcher):
+                issue = issues.get(rt.engine, issue_id)
+                click.echo(
+                    f"issue {issue_id} {issue.status}: {issue.progress.sent:,} sent,"
+                    f" {issue.progress.failed:,} failed"
+                )
+            rt.sweep(dispatcher, queue_empty=True)
+            if once:
+                return
+            time.sleep(settings.beat_seconds)
+
+    run_or_exit(run)
+
+
+COMMANDS = [db_group, issue_group, status_command, metrics_command, beat_command]

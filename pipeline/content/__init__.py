@@ -1,0 +1,1 @@
+"""The content store: articles as Markdown with front matter, and their checks."""

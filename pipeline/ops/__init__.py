@@ -1,0 +1,1 @@
+"""What operators watch: queue and send status, and Prometheus metrics."""

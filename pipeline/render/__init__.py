@@ -1,0 +1,1 @@
+"""Rendering: Markdown and sanitising, affiliate rules, templates, emails, hot articles."""

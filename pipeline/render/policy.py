@@ -1,0 +1,33 @@
+"""What every rendering of an article shares, on the site and in email: where it lives,
+the affiliate disclosure it needs and the medical disclaimer it carries."""
+
+from __future__ import annotations
+
+from pipeline.content.store import Article
+from pipeline.render.markup import Body
+from pipeline.settings import Settings
+
+
+def article_url(settings: Settings, slug: str) -> str:
+    return f"{settings.base_url}/articles/{slug}/"
+
+
+def article_page_path(slug: str) -> str:
+    return f"articles/{slug}/index.html"
+
+
+def disclosure_for(settings: Settings, article: Article, body: Body) -> str:
+    if article.affiliate is True or body.affiliate_links:
+        return settings.affiliate_disclosure
+    return ""
+
+
+def disclaimer_for(settings: Settings, article: Article) -> str:
+    if isinstance(article.disclaimer, str):
+        return article.disclaimer
+    if article.disclaimer is False:
+        return ""
+    if article.disclaimer is True:
+        return settings.disclaimer_text
+    cats = settings.disclaimer_categories
+    return settings.disclaimer_text if "*" in cats or article.category in cats else ""

@@ -1,0 +1,1 @@
+"""Sending: issues, preparing batches, the batch sender, rate limits and providers."""

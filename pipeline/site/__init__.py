@@ -1,0 +1,1 @@
+"""The web variant: the static site build and the units of work it fans out."""

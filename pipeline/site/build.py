@@ -1,0 +1,340 @@
+"""The web variant: article pages, home, category and series pages, feed, sitemap.
+
+Builds are incremental. Each output page has a key: a hash of everything it is made
+from (the article's bytes, the hot block it shows, the navigation, the templates and
+the settings). A page whose key is unchanged is not rendered again. The key of every
+page, and what the build learnt of every source file, are kept in
+``<out>/.letterpress/state.json``; rendered article bodies are cached by content hash.
+
+The costly steps (Markdown to HTML, page rendering) are units of JSON work run by a
+``Pool``: in this process, in local processes, or as Celery tasks.
+
+Every link from a page to another page or file of the site is relative to the page (as
+MkDocs makes them), so the site works opened from disk and served from any sub-path;
+with ``directory_urls`` off (the default) links to pages name their ``index.html``. A
+page's depth is fixed by its kind, so its key needs nothing more than the settings.
+What is meant for other machines stays absolute (from ``base_url``): canonical and Open
+Graph URLs, JSON-LD, the feed, the sitemap, robots.txt and the page-view beacon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.content.store import (
+    Article,
+    Catalog,
+    FileContentStore,
+    Parsed,
+    build_catalog,
+    parse_article,
+)
+from pipeline.errors import Problem
+from pipeline.files import atomic_write
+from pipeline.render import hot
+from pipeline.render.markup import (
+    Link,
+    link_problems,
+    slugify_heading,
+)
+from pipeline.render.policy import article_page_path
+from pipeline.render.templating import environment, templates_version
+from pipeline.settings import Settings
+from pipeline.site.links import favicon_bytes, favicon_path
+from pipeline.site.pages import card, feed, nav_for, page_context, sitemap
+from pipeline.site.pool import Pool, SerialPool
+from pipeline.site.units import Unit
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".letterpress"
+FORMAT = 6  # bump when the meaning of cached data changes
+CHUNK = 50  # articles per unit of work
+
+
+@dataclass
+class BuildReport:
+    out_dir: Path
+    articles: int = 0
+    written: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+    pool: str = "serial"
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def settings_key(settings: Settings) -> str:
+    """What in the settings shapes the output (``RENDER_FIELDS``; sending does not)."""
+    output = settings.render_values()
+    payload = json.dumps([FORMAT, output], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Builder:
+    def __init__(
+        self,
+        settings: Settings,
+        out_dir: Path,
+        *,
+        content_dir: Path | None = None,
+        engagement: hot.Engagement | None = None,
+        pool: Pool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.out_dir = out_dir
+        self.store = FileContentStore(content_dir or settings.content_dir, settings)
+        self.engagement = engagement
+        self.pool: Pool = pool or SerialPool()
+        self.state_dir = out_dir / STATE_DIR
+        self.cache_dir = self.state_dir / "bodies"
+
+    def _load_state(self, key: str) -> dict[str, Any]:
+        path = self.state_dir / "state.json"
+        try:
+            state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"key": key, "sources": {}, "pages": {}}
+        if state.get("key") != key:  # other settings or renderer: start again
+            return {"key": key, "sources": {}, "pages": state.get("pages", {})}
+        return state
+
+    def build(self, force: bool = False) -> BuildReport:
+        started = time.perf_counter()
+        report = BuildReport(self.out_dir, pool=self.pool.name)
+        favicon = favicon_bytes(self.settings)  # a wrong setting stops the build first
+        key = settings_key(self.settings)
+        state = self._load_state(key)
+        unit_settings = self.settings.render_values()  # no secret travels to the workers
+
+        # 1. Read and parse every file; a broken one is reported, never fatal.
+        files: dict[str, Path] = {}
+        state_keys: dict[str, str] = {}
+        parsed: list[Parsed] = []
+        for source in self.store.sources():
+            files[source.display_path] = source.path
+            # state is keyed by the path within the content folder, whatever the cwd
+            state_keys[source.display_path] = source.path.relative_to(self.store.root).as_posix()
+            try:
+                parsed.append(
+                    parse_article(source.display_path, source.raw, self.settings, source.modified)
+                )
+            except Exception as exc:  # a bug must not take the other articles down
+                log.exception("parsing %s", source.display_path)
+                parsed.append(
+                    Parsed(None, [Problem(source.display_path, 1, f"internal error: {exc!r}")])
+                )
+        catalog = build_catalog(parsed)
+        report.problems.extend(catalog.problems)
+
+        # 2. Bodies: analyse the articles whose bytes changed since the last build.
+        summaries: dict[str, dict[str, Any]] = {}
+        stale: list[Article] = []
+        for article in catalog.articles.values():
+            known = state["sources"].get(state_keys[article.path])
+            cached = self.cache_dir / f"{article.source_hash}.json"
+            if not force and known and known["hash"] == article.source_hash and cached.exists():
+                summaries[article.path] = known
+            else:
+                stale.append(article)
+        units: list[Unit] = [
+            {
+                "settings": unit_settings,
+                "cache_dir": str(self.cache_dir),
+                "files": [[str(files[a.path]), a.path] for a in chunk],
+            }
+            for chunk in _chunks(stale, CHUNK)
+        ]
+        for result in self.pool.run("analyse", units):
+            for summary in result["results"]:
+                if summary["hash"] is not None:
+                    summaries[summary["path"]] = summary
+
+        # 3. Problems that need the whole catalog (links to unknown articles).
+        slugs = {a.slug for a in catalog.articles.values() if a.is_published}
+        broken: set[str] = set()
+        for article in catalog.articles.values():
+            summary = summaries.get(article.path)
+            if summary is None:
+                broken.add(article.slug)
+                continue
+            problems = [Problem(article.path, line, text) for line, text in summary["problems"]]
+            if article.is_published:
+                links = (Link(href, line, None, slug) for slug, line, href in summary["links"])
+                problems += link_problems(article.path, links, slugs)
+            if problems:
+                broken.add(article.slug)
+                report.problems.extend(problems)
+        published = [a for a in catalog.published() if a.slug not in broken]
+        report.articles = len(published)
+
+        # 4. Plan the pages and render those whose key changed.
+        scores = hot.current_scores(self.engagement)
+        css = (self.settings.templates_dir / "web" / "site.css").read_bytes()
+        css_version = _hash(css.decode("utf-8"))[:10]
+        tpl = templates_version(self.settings.templates_dir)
+        nav = nav_for(published)
+        pages: dict[str, str] = {}
+        jobs = []
+        # Rank once: the block on a page is the top hot_size + 1 minus the page itself.
+        size = self.settings.hot_size
+        top = [c.__dict__ for c in hot.cards(hot.rank(published, scores, size=size + 1),
+                                             self.settings)]  # fmt: skip
+        for article in published:
+            cards = [c for c in top if c["slug"] != article.slug][:size]
+            page = article_page_path(article.slug)
+            page_key = _hash(key, tpl, article.source_hash, cards, nav)
+            pages[page] = page_key
+            if force or state["pages"].get(page) != page_key or not (self.out_dir / page).exists():
+                jobs.append(
+                    {"file": str(files[article.path]), "path": article.path,
+                     "hash": article.source_hash, "hot": cards, "page": page}
+                )  # fmt: skip
+            else:
+                report.unchanged += 1
+        units = [
+            {
+                "settings": unit_settings,
+                "out_dir": str(self.out_dir),
+                "cache_dir": str(self.cache_dir),
+                "nav": nav,
+                "css_version": css_version,
+                "jobs": chunk,
+            }
+            for chunk in _chunks(jobs, CHUNK)
+        ]
+        for result in self.pool.run("render_articles", units):
+            report.written.extend(result["written"])
+
+        for page, page_key, render in self._site_pages(
+            catalog, published, scores, nav, css, css_version, key, tpl, favicon
+        ):
+            pages[page] = page_key
+            if force or state["pages"].get(page) != page_key or not (self.out_dir / page).exists():
+                atomic_write(self.out_dir / page, render())
+                report.written.append(page)
+            else:
+                report.unchanged += 1
+
+        # 5. Remove pages nobody makes any more (deleted or unpublished articles), but
+        #    keep the last good page of an article that is broken right now, including
+        #    files that no longer parse at all (known by what the last build read).
+        failed = set(files) - {a.path for a in catalog.articles.values()}
+        for path in failed:
+            if state_keys[path] in state["sources"]:
+                summaries[path] = state["sources"][state_keys[path]]
+                broken.add(summaries[path]["slug"])
+        keep = {article_page_path(slug) for slug in broken}
+        for page in sorted(set(state["pages"]) - set(pages) - keep):
+            target = self.out_dir / page
+            if target.exists():
+                target.unlink()
+                report.removed.append(page)
+            _prune_empty(target.parent, self.out_dir)
+        for page in keep & set(state["pages"]):
+            pages[page] = state["pages"][page]
+
+        new_state: dict[str, Any] = {
+            "key": key,
+            "sources": {state_keys[p]: summaries[p] for p in files if p in summaries},
+            "pages": pages,
+        }  # fmt: skip
+        atomic_write(self.state_dir / "state.json", json.dumps(new_state))
+        self._prune_cache({s["hash"] for s in new_state["sources"].values()})
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _site_pages(
+        self,
+        catalog: Catalog,
+        published: list[Article],
+        scores: dict[str, float],
+        nav: list[dict[str, str]],
+        css: bytes,
+        css_version: str,
+        key: str,
+        tpl: str,
+        favicon: bytes,
+    ) -> Iterable[tuple[str, str, Any]]:
+        settings = self.settings
+        env = environment(settings.templates_dir)
+        listed = [card(a) for a in published]
+
+        yield "assets/site.css", _hash(css.decode()), lambda: css
+        if settings.page_view_beacon:
+            beacon = (settings.templates_dir / "web" / "beacon.js").read_bytes()
+            yield "assets/beacon.js", hashlib.sha256(beacon).hexdigest(), lambda: beacon
+        yield favicon_path(settings), hashlib.sha256(favicon).hexdigest(), lambda: favicon
+
+        home_hot = [c.__dict__ for c in hot.cards(
+            hot.rank(published, scores, size=settings.hot_size), settings)]  # fmt: skip
+        latest = published[:20]
+
+        def home() -> str:
+            return env.get_template("web/index.html").render(
+                page_context(settings, nav, css_version, "index.html"),
+                canonical=settings.base_url + "/", hot=home_hot, latest=latest,
+            )  # fmt: skip
+
+        yield "index.html", _hash(key, tpl, home_hot, [card(a) for a in latest], nav), home
+
+        for kind, attr, folder in (("Category", "category", "category"),
+                                   ("Series", "series", "series")):  # fmt: skip
+            groups: dict[str, list[Article]] = {}
+            for a in published:
+                name = getattr(a, attr)
+                if name:
+                    groups.setdefault(name, []).append(a)
+            for name, items in groups.items():
+                slug = slugify_heading(name)
+                page = f"{folder}/{slug}/index.html"
+
+                def listing(kind: str = kind, name: str = name, items: list[Article] = items,
+                            page: str = page,
+                            url: str = f"{settings.base_url}/{folder}/{slug}/") -> str:  # fmt: skip
+                    return env.get_template("web/listing.html").render(
+                        page_context(settings, nav, css_version, page),
+                        canonical=url, kind=kind, heading=name, articles=items,
+                    )  # fmt: skip
+
+                yield page, _hash(key, tpl, kind, name, [card(a) for a in items], nav), listing
+
+        yield "feed.xml", _hash(key, listed[:50]), lambda: feed(settings, published[:50])
+        yield "sitemap.xml", _hash(key, listed), lambda: sitemap(settings, env, published, nav)
+        yield (
+            "robots.txt",
+            _hash(key),
+            lambda: f"User-agent: *\nAllow: /\nSitemap: {settings.base_url}/sitemap.xml\n",
+        )
+
+    def _prune_cache(self, live: set[str]) -> None:
+        if not self.cache_dir.is_dir():
+            return
+        for entry in self.cache_dir.iterdir():
+            if entry.suffix == ".json" and entry.stem not in live:
+                entry.unlink(missing_ok=True)
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _prune_empty(folder: Path, top: Path) -> None:
+    while folder != top and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent

@@ -1,0 +1,404 @@
+"""The SQL state: tables, engines and migrations.
+
+SQLite (a file, the embedded default) or PostgreSQL (``DATABASE_URL=postgresql://…``),
+through SQLAlchemy Core: the hot paths are bulk statements, and Core keeps them bulk.
+The schema changes only through Alembic migrations (``pipeline/migrations``), applied
+by ``letterpress db upgrade``; a test checks the migrations build exactly these tables.
+
+    lists ──< memberships >── subscribers
+    issues ──< issue_articles
+           ──< snapshots        the email, frozen when the send starts
+           ──< batches          subscriber-id ranges, claimed with a lease
+           ──< deliveries       one row per recipient: queued, sent, failed, skipped
+           ──< issue_events     what operators should see (errors, pauses)
+           ──< issue_links      the links an issue's email contains (click redirects)
+           ──< clicks           one row per followed link
+    subscribers ──< subscriber_events   sign-ups, confirmations, unsubscribes, bounces
+    provider_events             webhook events already applied (a retry changes nothing)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.types import TypeDecorator
+
+from pipeline.errors import ConfigError
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every database."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: Letterpress stores aware UTC times only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite's rowid alias
+
+SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
+ISSUE_STATUSES = ("draft", "scheduled", "sending", "sent", "paused", "cancelled", "failed")
+BATCH_STATUSES = ("pending", "sending", "sent", "failed", "ambiguous", "cancelled")
+DELIVERY_STATUSES = ("queued", "sent", "failed", "skipped")
+# What the provider reported after accepting a message, weakest first: a later, weaker
+# report never overwrites a stronger one.
+FEEDBACK = ("delivered", "soft_bounce", "unsubscribed", "bounced", "complained")
+
+lists = sa.Table(
+    "lists",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("time_zone", sa.String(64), nullable=False, server_default="UTC"),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("confirmed_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # When the status last changed: a send skips people who left after it started.
+    sa.Column("status_changed_at", UTCDateTime),
+    # Paused from the preferences page: on every list, receiving nothing until resumed.
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Soft bounces since the last delivery; past ``soft_bounce_limit`` the address bounces.
+    sa.Column("soft_bounces", sa.Integer, nullable=False, server_default="0"),
+    sa.CheckConstraint(
+        "status IN ('pending', 'active', 'unsubscribed', 'bounced', 'complained')", name="status"
+    ),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("list_id", ID, sa.ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "subscriber_id", ID, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "subscriber_id"),
+)
+
+issues = sa.Table(
+    "issues",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("preheader", sa.String(300), nullable=False, server_default=""),
+    sa.Column("intro", sa.Text, nullable=False, server_default=""),
+    sa.Column("audience", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("status_reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("send_at", UTCDateTime),
+    sa.Column("time_zone", sa.String(64), nullable=False, server_default="UTC"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("prepared_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("recipients", sa.Integer, nullable=False, server_default="0"),
+    # Running totals kept by the batches, so progress never counts the delivery log.
+    sa.Column("sent", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.CheckConstraint(
+        "status IN ('draft', 'scheduled', 'sending', 'sent', 'paused', 'cancelled', 'failed')",
+        name="status",
+    ),
+    sa.Index(None, "status", "send_at"),
+)
+
+issue_articles = sa.Table(
+    "issue_articles",
+    metadata,
+    sa.Column("issue_id", ID, sa.ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("slug", sa.String(200), nullable=False),
+    sa.Column("full", sa.Boolean, nullable=False),
+)
+
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    sa.Column("issue_id", ID, sa.ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("variant", sa.String(40), primary_key=True),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("preheader", sa.String(300), nullable=False),
+    sa.Column("html", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("campaign", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("issue_id", ID, sa.ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("first_id", sa.BigInteger, nullable=False),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    sa.Column("retry", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_token", sa.String(40)),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("idempotency_key", sa.String(80)),
+    sa.Column("provider_id", sa.String(200)),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("enqueued_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("issue_id", "seq"),
+    sa.Index(None, "issue_id", "status"),
+    sa.Index(None, "status", "lease_until"),
+    sa.CheckConstraint(
+        "status IN ('pending', 'sending', 'sent', 'failed', 'ambiguous', 'cancelled')",
+        name="status",
+    ),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("issue_id", ID, sa.ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("subscriber_id", sa.BigInteger, primary_key=True),
+    sa.Column("batch_id", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("provider_id", sa.String(200)),
+    sa.Column("reason", sa.Text),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The provider's later word on the message (webhooks): delivered, bounced, ...
+    sa.Column("feedback", sa.String(20)),
+    sa.Column("feedback_at", UTCDateTime),
+    sa.Index(None, "batch_id"),
+    sa.Index(None, "issue_id", "status"),
+    sa.CheckConstraint("status IN ('queued', 'sent', 'failed', 'skipped')", name="status"),
+)
+
+issue_events = sa.Table(
+    "issue_events",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("issue_id", ID, sa.ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("level", sa.String(10), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index(None, "issue_id", "at"),
+)
+
+issue_links = sa.Table(
+    "issue_links",
+    metadata,
+    sa.Column("issue_id", ID, sa.ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    # The article the link leads to, when it leads to one: its clicks rank hot articles.
+    sa.Column("slug", sa.String(200)),
+)
+
+clicks = sa.Table(
+    "clicks",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("issue_id", ID, sa.ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("subscriber_id", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    # False for what is not a person's engagement: a link scanner, a click seconds after
+    # delivery. Those are kept (they did happen) but rank nothing.
+    sa.Column("engaged", sa.Boolean, nullable=False),
+    sa.Index(None, "issue_id", "position"),
+    sa.Index(None, "subscriber_id"),
+)
+
+subscriber_events = sa.Table(
+    "subscriber_events",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("subscriber_id", sa.BigInteger, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index(None, "subscriber_id", "at"),
+)
+
+provider_events = sa.Table(
+    "provider_events",
+    metadata,
+    sa.Column("provider", sa.String(20), primary_key=True),
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("subscriber_id", sa.BigInteger),
+    sa.Column("issue_id", sa.BigInteger),
+    sa.Index(None, "at"),
+)
+
+# Signature nonces seen (Mailgun's token): a replayed request is refused.
+webhook_nonces = sa.Table(
+    "webhook_nonces",
+    metadata,
+    sa.Column("provider", sa.String(20), primary_key=True),
+    sa.Column("nonce", sa.String(200), primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index(None, "at"),
+)
+
+
+def insert(conn: sa.Connection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT that can say ``ON CONFLICT …``, in the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+    """``INSERT … ON CONFLICT DO NOTHING``: a row already there stays as it is."""
+    return insert(conn, table).on_conflict_do_nothing()
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean psycopg 3; everything else as given."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@cache
+def engine(url: str) -> Engine:
+    """One engine (and connection pool) per database URL and process."""
+    url = normalise_url(url)
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(
+            f"DATABASE_URL {url!r} is not a database URL: use sqlite:///path.db or"
+            " postgresql://user@host/dbname"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        created = sa.create_engine(url, connect_args={"timeout": 60})
+        sa.event.listen(created, "connect", _sqlite_pragmas)
+        sa.event.listen(created, "begin", _sqlite_begin)
+        return created
+    if parsed.get_backend_name() != "postgresql":
+        raise ConfigError(
+            f"DATABASE_URL: {parsed.get_backend_name()} is not supported; use SQLite or PostgreSQL"
+        )
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the driver, open transactions, so BEGIN IMMEDIATE below holds.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    # Take the write lock at the start: two writers never deadlock upgrading read locks.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_sqlite(eng: Engine) -> bool:
+    return eng.dialect.name == "sqlite"
+
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision`` (``letterpress db upgrade``)."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
+    command.downgrade(_alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine(url).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def require_current(url: str) -> Engine:
+    """The engine, once the database is known to be migrated; else a clear error."""
+    eng = engine(url)
+    try:
+        current = current_revision(url)
+    except sa.exc.OperationalError as exc:
+        raise ConfigError(f"cannot open the database {_safe(url)}: {exc.orig}") from None
+    if current != head_revision():
+        raise ConfigError(
+            f"the database {_safe(url)} is at migration {current or 'none'}, not"
+            f" {head_revision()}: run `letterpress db upgrade`"
+        )
+    return eng
+
+
+def _safe(url: str) -> str:
+    return sa.make_url(normalise_url(url)).render_as_string(hide_password=True)
