@@ -21,7 +21,7 @@ from pipeline.cli.main import main
 from pipeline.ops import status
 from pipeline.sending import delivery, dkim, issues, preflight
 from pipeline.sending.issues import ArticleRef
-from pipeline.sending.parts import Runtime
+from pipeline.sending.parts import SendingParts
 from pipeline.sending.providers.base import BatchResult, Message, Recipient
 from pipeline.sending.providers.double import DoubleServer
 from pipeline.sending.providers.outbox import OutboxProvider
@@ -79,7 +79,7 @@ def international_list(url: str) -> dict[str, int]:
     return ids
 
 
-def failures(rt: Runtime, issue_id: int) -> dict[int, str]:
+def failures(rt: SendingParts, issue_id: int) -> dict[int, str]:
     d = db.deliveries.c
     with rt.engine.connect() as conn:
         rows = conn.execute(
@@ -100,7 +100,7 @@ def test_addresses_are_stored_in_one_normal_form(sqlite_url: str) -> None:
 @pytest.mark.parametrize("provider", ["outbox", "mailgun", "sendgrid", "postmark"])
 def test_an_issue_reaches_international_addresses_and_a_broken_one_fails_alone(
     database_url: str,
-    runtime_for: Callable[..., Runtime],  # noqa: F811
+    runtime_for: Callable[..., SendingParts],  # noqa: F811
     double: DoubleServer,
     tmp_path: Path,
     provider: str,
@@ -136,7 +136,7 @@ def test_an_issue_reaches_international_addresses_and_a_broken_one_fails_alone(
 
 def test_smtp_sends_international_addresses_over_smtputf8(
     sqlite_url: str,
-    runtime_for: Callable[..., Runtime],  # noqa: F811
+    runtime_for: Callable[..., SendingParts],  # noqa: F811
     smtp_server: Callable[..., SmtpServer],  # noqa: F811
 ) -> None:
     ids = international_list(sqlite_url)
@@ -159,7 +159,7 @@ def test_smtp_sends_international_addresses_over_smtputf8(
 
 def test_a_name_with_line_breaks_is_written_on_one_line(
     sqlite_url: str,
-    runtime_for: Callable[..., Runtime],  # noqa: F811
+    runtime_for: Callable[..., SendingParts],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     seed_subscribers(sqlite_url, 1)
@@ -244,7 +244,7 @@ def cli(tmp_path: Path, env: dict[str, str], *args: str) -> Result:
 def test_schedule_worker_and_beat_refuse_what_cannot_send(
     sqlite_url: str,
     tmp_path: Path,
-    runtime_for: Callable[..., Runtime],  # noqa: F811
+    runtime_for: Callable[..., SendingParts],  # noqa: F811
 ) -> None:
     rt = runtime_for(sqlite_url, provider="outbox")
     issue_id = issues.create(
@@ -289,7 +289,7 @@ def test_schedule_worker_and_beat_refuse_what_cannot_send(
 )
 def test_a_worker_that_cannot_send_pauses_the_issue_and_says_why(
     sqlite_url: str,
-    runtime_for: Callable[..., Runtime],  # noqa: F811
+    runtime_for: Callable[..., SendingParts],  # noqa: F811
     tmp_path: Path,
     broken_settings: dict[str, Any],
     named: str,
@@ -370,7 +370,7 @@ def test_an_adapter_fault_makes_the_batch_ambiguous_and_reconcile_settles_it(
     settings = make_settings(
         database_url=sqlite_url, secret_key=SECRET, outbox_dir=tmp_path / "outbox"
     )
-    faulty = Runtime(settings, provider=FaultyOutbox(settings))
+    faulty = SendingParts(settings, provider=FaultyOutbox(settings))
     issue_id, batches = start(faulty)
     [outcome] = send_all(faulty, batches)
     assert outcome.status == "ambiguous"
@@ -379,7 +379,7 @@ def test_an_adapter_fault_makes_the_batch_ambiguous_and_reconcile_settles_it(
     outbox = OutboxProvider(settings)
     settled = delivery.reconcile(faulty.engine, issue_id, outbox)
     assert (settled.sent, settled.requeued) == (1, batches)  # the file written counts as sent
-    fixed = Runtime(settings, provider=outbox)
+    fixed = SendingParts(settings, provider=outbox)
     send_all(fixed, settled.requeued)
     assert issues.get(fixed.engine, issue_id).status == "sent"
     assert log(fixed, issue_id) == {"sent": 5}

@@ -17,7 +17,7 @@ from pipeline.audience import subscribers
 from pipeline.audience.tokens import Signer
 from pipeline.sending import delivery, issues
 from pipeline.sending.issues import ArticleRef
-from pipeline.sending.parts import Runtime
+from pipeline.sending.parts import SendingParts
 from pipeline.sending.providers.double import DoubleServer
 from pipeline.settings import Settings
 from pipeline.store import db
@@ -35,10 +35,10 @@ def double() -> Iterator[DoubleServer]:
 @pytest.fixture
 def runtime_for(
     make_settings: Callable[..., Settings], double: DoubleServer, tmp_path: Path
-) -> Iterator[Callable[..., Runtime]]:
-    made: list[Runtime] = []
+) -> Iterator[Callable[..., SendingParts]]:
+    made: list[SendingParts] = []
 
-    def make(url: str, **overrides: Any) -> Runtime:
+    def make(url: str, **overrides: Any) -> SendingParts:
         values: dict[str, Any] = {
             "database_url": url,
             "content_dir": CONTENT,
@@ -61,7 +61,7 @@ def runtime_for(
             "redis_url": None,
         }
         values.update(overrides)
-        rt = Runtime(make_settings(**values))
+        rt = SendingParts(make_settings(**values))
         made.append(rt)
         return rt
 
@@ -70,7 +70,7 @@ def runtime_for(
         rt.close()
 
 
-def start(rt: Runtime, audience: tuple[str, ...] = ("main",)) -> tuple[int, list[int]]:
+def start(rt: SendingParts, audience: tuple[str, ...] = ("main",)) -> tuple[int, list[int]]:
     """Create and start an issue; returns its id and its pending batches (not sent)."""
     issue_id = issues.create(
         rt.engine,
@@ -84,11 +84,11 @@ def start(rt: Runtime, audience: tuple[str, ...] = ("main",)) -> tuple[int, list
     return issue_id, batches
 
 
-def send_all(rt: Runtime, batches: list[int]) -> list[delivery.Outcome]:
+def send_all(rt: SendingParts, batches: list[int]) -> list[delivery.Outcome]:
     return [rt.sender.send_batch(b) for b in batches]
 
 
-def log(rt: Runtime, issue_id: int) -> dict[str, int]:
+def log(rt: SendingParts, issue_id: int) -> dict[str, int]:
     with rt.engine.connect() as conn:
         return dict(
             conn.execute(
@@ -100,7 +100,7 @@ def log(rt: Runtime, issue_id: int) -> dict[str, int]:
 
 
 def test_an_issue_reaches_every_subscriber_once_personalised(
-    database_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer
+    database_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer
 ) -> None:
     seed_subscribers(database_url, 120)
     rt = runtime_for(database_url)
@@ -128,7 +128,7 @@ def test_an_issue_reaches_every_subscriber_once_personalised(
 
 
 def test_the_snapshot_is_frozen_and_the_audience_fixed(
-    sqlite_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer, tmp_path: Path
+    sqlite_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer, tmp_path: Path
 ) -> None:
     import shutil
 
@@ -152,7 +152,7 @@ def test_the_snapshot_is_frozen_and_the_audience_fixed(
 
 
 def test_prepare_and_send_are_idempotent(
-    sqlite_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer
+    sqlite_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer
 ) -> None:
     seed_subscribers(sqlite_url, 60)
     rt = runtime_for(sqlite_url)
@@ -165,7 +165,7 @@ def test_prepare_and_send_are_idempotent(
 
 
 def test_throttling_and_server_errors_are_retried_to_exactly_once(
-    sqlite_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer
+    sqlite_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer
 ) -> None:
     seed_subscribers(sqlite_url, 400)
     rt = runtime_for(sqlite_url)
@@ -184,7 +184,7 @@ def test_throttling_and_server_errors_are_retried_to_exactly_once(
 
 @pytest.mark.parametrize("provider", ["mailgun", "sendgrid"])
 def test_a_connection_dropped_after_acceptance_is_ambiguous_then_reconciled(
-    provider: str, sqlite_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer
+    provider: str, sqlite_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer
 ) -> None:
     seed_subscribers(sqlite_url, 100)
     rt = runtime_for(sqlite_url, provider=provider)
@@ -209,7 +209,7 @@ def test_a_connection_dropped_after_acceptance_is_ambiguous_then_reconciled(
 
 
 def test_reconcile_sends_what_the_provider_never_got(
-    sqlite_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer
+    sqlite_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer
 ) -> None:
     seed_subscribers(sqlite_url, 50)
     rt = runtime_for(sqlite_url, provider="mailgun")
@@ -227,7 +227,7 @@ def test_reconcile_sends_what_the_provider_never_got(
 
 
 def test_an_idempotent_provider_is_retried_with_the_same_key(
-    sqlite_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer
+    sqlite_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer
 ) -> None:
     seed_subscribers(sqlite_url, 50)
     rt = runtime_for(sqlite_url, provider_idempotency=True)
@@ -239,7 +239,7 @@ def test_an_idempotent_provider_is_retried_with_the_same_key(
 
 
 def test_an_expired_lease_is_ambiguous_or_requeued_never_resent_blindly(
-    sqlite_url: str, runtime_for: Callable[..., Runtime]
+    sqlite_url: str, runtime_for: Callable[..., SendingParts]
 ) -> None:
     seed_subscribers(sqlite_url, 50)
     rt = runtime_for(sqlite_url)
@@ -259,7 +259,7 @@ def test_an_expired_lease_is_ambiguous_or_requeued_never_resent_blindly(
 
 
 def test_the_sweeper_requeues_batches_whose_task_was_lost(
-    sqlite_url: str, runtime_for: Callable[..., Runtime]
+    sqlite_url: str, runtime_for: Callable[..., SendingParts]
 ) -> None:
     seed_subscribers(sqlite_url, 100)
     rt = runtime_for(sqlite_url)
@@ -275,7 +275,7 @@ def test_the_sweeper_requeues_batches_whose_task_was_lost(
 
 
 def test_postmark_per_message_refusals_are_logged_and_the_send_goes_on(
-    sqlite_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer
+    sqlite_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer
 ) -> None:
     seed_subscribers(sqlite_url, 100)
     rt = runtime_for(sqlite_url, provider="postmark", error_min_recipients=1000)
@@ -298,7 +298,7 @@ def test_postmark_per_message_refusals_are_logged_and_the_send_goes_on(
 
 
 def test_a_bad_key_pauses_the_issue_with_the_reason(
-    sqlite_url: str, runtime_for: Callable[..., Runtime]
+    sqlite_url: str, runtime_for: Callable[..., SendingParts]
 ) -> None:
     seed_subscribers(sqlite_url, 100)
     rt = runtime_for(sqlite_url, sendgrid_api_key="SG.wrong")
@@ -313,7 +313,7 @@ def test_a_bad_key_pauses_the_issue_with_the_reason(
 
 
 def test_past_the_error_threshold_the_issue_pauses(
-    sqlite_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer
+    sqlite_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer
 ) -> None:
     seed_subscribers(sqlite_url, 200)
     rt = runtime_for(sqlite_url, retry_attempts=2, error_min_recipients=50)
@@ -333,7 +333,7 @@ def test_past_the_error_threshold_the_issue_pauses(
 
 
 def test_pause_stops_new_batches_and_resume_goes_on(
-    sqlite_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer
+    sqlite_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer
 ) -> None:
     seed_subscribers(sqlite_url, 150)
     rt = runtime_for(sqlite_url)
@@ -348,7 +348,7 @@ def test_pause_stops_new_batches_and_resume_goes_on(
 
 
 def test_cancel_drops_unsent_batches(
-    sqlite_url: str, runtime_for: Callable[..., Runtime], double: DoubleServer
+    sqlite_url: str, runtime_for: Callable[..., SendingParts], double: DoubleServer
 ) -> None:
     seed_subscribers(sqlite_url, 100)
     rt = runtime_for(sqlite_url)
@@ -361,7 +361,7 @@ def test_cancel_drops_unsent_batches(
 
 
 def test_the_outbox_writes_one_message_per_recipient(
-    sqlite_url: str, runtime_for: Callable[..., Runtime], tmp_path: Path
+    sqlite_url: str, runtime_for: Callable[..., SendingParts], tmp_path: Path
 ) -> None:
     seed_subscribers(sqlite_url, 30)
     rt = runtime_for(sqlite_url, provider="outbox", batch_size=None)
@@ -377,7 +377,7 @@ def test_the_outbox_writes_one_message_per_recipient(
 
 def test_smtp_answers_before_a_failure_are_kept_and_never_sent_again(
     sqlite_url: str,
-    runtime_for: Callable[..., Runtime],
+    runtime_for: Callable[..., SendingParts],
     smtp_server: Callable[..., SmtpServer],  # noqa: F811
 ) -> None:
     seed_subscribers(sqlite_url, 6)

@@ -177,14 +177,14 @@ def test_issue_preview_before_and_after_the_send_starts(
 
     from pipeline.sending import delivery, issues
     from pipeline.sending.issues import ArticleRef
-    from pipeline.sending.parts import Runtime
+    from pipeline.sending.parts import SendingParts
 
     config = tmp_path / "c.toml"
     config.write_text(
         f'base_url = "https://news.example.org"\ndatabase_url = "{sqlite_url}"\n'
         f'content_dir = "{content_dir}"\npostal_address = "1 Test Street"\n'
     )
-    rt = Runtime(load_settings(config))
+    rt = SendingParts(load_settings(config))
     issue_id = issues.create(
         rt.engine, subject="K2", articles=[ArticleRef(SEEDS[0], True), ArticleRef(SEEDS[1], False)]
     )

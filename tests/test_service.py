@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from pipeline.render.hot import Engagement
 from pipeline.sending import delivery, issues
 from pipeline.sending.issues import ArticleRef
-from pipeline.sending.parts import Runtime
+from pipeline.sending.parts import SendingParts
 from pipeline.store import db
 from tests.cluster import seed_subscribers
 from tests.conftest import CONTENT, SEEDS
@@ -95,9 +95,9 @@ def events_of(svc: RunningService, subscriber_id: int) -> list[str]:
 
 def send_issue(
     svc: RunningService, audience: tuple[str, ...] = ("main",), first_batch_only: bool = False
-) -> tuple[int, list[int], Runtime]:
+) -> tuple[int, list[int], SendingParts]:
     """Start an issue and send it through the outbox (all of it, or its first batch)."""
-    rt = Runtime(svc.settings)
+    rt = SendingParts(svc.settings)
     issue_id = issues.create(
         rt.engine,
         subject="Vitamin K2 this week",

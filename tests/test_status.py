@@ -15,14 +15,14 @@ from pipeline.ops import status
 from pipeline.ops.metrics import registry
 from pipeline.sending import delivery, issues
 from pipeline.sending.issues import ArticleRef
-from pipeline.sending.parts import Runtime
+from pipeline.sending.parts import SendingParts
 from pipeline.settings import Settings
 from pipeline.store import db
 from tests.cluster import SECRET, seed_subscribers
 from tests.conftest import CONTENT, SEEDS
 
 
-def started_issue(rt: Runtime) -> int:
+def started_issue(rt: SendingParts) -> int:
     issue_id = issues.create(rt.engine, subject="Progress", articles=[ArticleRef(SEEDS[0], True)])
     issues.schedule(rt.engine, issue_id, None)
     issues.claim_due(rt.engine, timedelta(hours=6))
@@ -34,7 +34,7 @@ def started_issue(rt: Runtime) -> int:
 @pytest.fixture
 def rt(
     sqlite_url: str, redis_url: str, make_settings: Callable[..., Settings], tmp_path
-) -> Runtime:
+) -> SendingParts:
     seed_subscribers(sqlite_url, 100)
     settings = make_settings(
         database_url=sqlite_url,
@@ -46,11 +46,11 @@ def rt(
         outbox_dir=tmp_path / "outbox",
         send_rate=1e5,
     )
-    return Runtime(settings)
+    return SendingParts(settings)
 
 
 def test_queue_depths_count_priority_sub_queues_and_unacked(
-    rt: Runtime, redis_client: redis.Redis
+    rt: SendingParts, redis_client: redis.Redis
 ) -> None:
     redis_client.rpush("lpstatus.default", "a", "b")
     redis_client.rpush("lpstatus.default\x06\x169", "c")
@@ -62,7 +62,7 @@ def test_queue_depths_count_priority_sub_queues_and_unacked(
     assert depths.unacked == 2
 
 
-def test_the_report_shows_progress_and_events(rt: Runtime, redis_client: redis.Redis) -> None:
+def test_the_report_shows_progress_and_events(rt: SendingParts, redis_client: redis.Redis) -> None:
     issue_id = started_issue(rt)
     report = status.gather(rt.engine, rt.settings, redis_client, workers=["w1@host"])
     text = "\n".join(status.format_report(report))
@@ -72,14 +72,14 @@ def test_the_report_shows_progress_and_events(rt: Runtime, redis_client: redis.R
     assert "started: 100 recipients in 3 batches" in text
 
 
-def test_a_broker_that_is_down_is_reported_not_fatal(rt: Runtime) -> None:
+def test_a_broker_that_is_down_is_reported_not_fatal(rt: SendingParts) -> None:
     dead = redis.Redis(port=1, socket_connect_timeout=0.2)
     report = status.gather(rt.engine, rt.settings, dead, workers=None)
     text = "\n".join(status.format_report(report))
     assert "broker unreachable" in text
 
 
-def test_metrics_are_served_for_prometheus(rt: Runtime, redis_client: redis.Redis) -> None:
+def test_metrics_are_served_for_prometheus(rt: SendingParts, redis_client: redis.Redis) -> None:
     from prometheus_client import make_wsgi_app
 
     issue_id = started_issue(rt)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pipeline.audience import feedback, subscribers
 from pipeline.sending import delivery, issues
 from pipeline.sending.issues import ArticleRef
-from pipeline.sending.parts import Runtime
+from pipeline.sending.parts import SendingParts
 from pipeline.store import db
 from tests.conftest import CONTENT, SEEDS, postgres_database
 from tests.service import (
@@ -130,7 +130,7 @@ class Sent:
 
     issue: int
     ids: dict[str, int]
-    runtime: Runtime
+    runtime: SendingParts
 
     def sid(self, name: str) -> int:
         return self.ids[name]
@@ -138,7 +138,7 @@ class Sent:
 
 @pytest.fixture(scope="module")
 def sent(svc: RunningService) -> Iterator[Sent]:
-    rt = Runtime(svc.settings.model_copy(update={"content_dir": CONTENT, "batch_size": 100}))
+    rt = SendingParts(svc.settings.model_copy(update={"content_dir": CONTENT, "batch_size": 100}))
     ids = {}
     for name in ROSTER:
         lists = ["readers", "later"] if name in LATER else ["readers"]

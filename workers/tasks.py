@@ -1,6 +1,6 @@
 """Tasks: JSON in, one ``pipeline`` call, JSON out. Nothing else lives here.
 
-Each worker process builds one ``pipeline.sending.parts.Runtime`` on its first task (after
+Each worker process builds one ``pipeline.sending.parts.SendingParts`` on its first task (after
 the fork, so no database connection or socket is shared between processes).
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from pipeline.sending.parts import Runtime
+from pipeline.sending.parts import SendingParts
 from pipeline.settings import Settings
 from pipeline.site import units
 
@@ -18,11 +18,11 @@ from .dispatch import CeleryDispatcher, queue_empty
 
 
 def register(app: Celery, settings: Settings) -> None:
-    runtime: dict[str, Runtime] = {}
+    runtime: dict[str, SendingParts] = {}
 
-    def rt() -> Runtime:
+    def rt() -> SendingParts:
         if "rt" not in runtime:
-            runtime["rt"] = Runtime(settings)
+            runtime["rt"] = SendingParts(settings)
         return runtime["rt"]
 
     dispatcher = CeleryDispatcher(app)

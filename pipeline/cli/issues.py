@@ -13,12 +13,12 @@ import click
 from pipeline.cli.common import Context, pass_ctx, run_or_exit
 from pipeline.errors import ConfigError
 from pipeline.sending import delivery, issues, preflight
-from pipeline.sending.parts import Runtime
+from pipeline.sending.parts import SendingParts
 from pipeline.settings import Settings
 from pipeline.store import db
 
 
-def dispatcher_for(rt: Runtime, progress: Any = None) -> delivery.Dispatcher:
+def dispatcher_for(rt: SendingParts, progress: Any = None) -> delivery.Dispatcher:
     """Celery when REDIS_URL is set; otherwise the batches are sent here and now."""
     if rt.settings.redis_url:
         from workers.app import create_app
@@ -88,7 +88,7 @@ def issue_create(
     """Create a draft issue and print its id."""
 
     def run() -> None:
-        rt = Runtime(ctx.settings())
+        rt = SendingParts(ctx.settings())
         issue_id = issues.create(
             rt.engine,
             subject=subject,
@@ -109,7 +109,7 @@ def issue_list(ctx: Context) -> None:
     """Every issue, newest first."""
 
     def run() -> None:
-        rt = Runtime(ctx.settings())
+        rt = SendingParts(ctx.settings())
         rows = issues.list_issues(rt.engine)
         if not rows:
             click.echo("no issues yet: `letterpress issue create --subject … --articles …`")
@@ -129,7 +129,7 @@ def issue_show(ctx: Context, issue_id: int) -> None:
     """Status and progress of one issue."""
 
     def run() -> None:
-        rt = Runtime(ctx.settings())
+        rt = SendingParts(ctx.settings())
         i = issues.get(rt.engine, issue_id)
         p = i.progress
         click.echo(f"issue {i.id}: {i.subject}")
@@ -176,7 +176,7 @@ def issue_preview(ctx: Context, issue_id: int, out_dir: Path) -> None:
         from pipeline.files import atomic_write
         from pipeline.render.emails import RenderedEmail, mime_message, personalise, preview_fields
 
-        rt = Runtime(ctx.settings())
+        rt = SendingParts(ctx.settings())
         email: RenderedEmail = render_issue(rt, issue_id)
         fields = preview_fields(rt.settings)
         paths = [out_dir / "email.html", out_dir / "email.txt", out_dir / "message.eml"]
@@ -190,7 +190,7 @@ def issue_preview(ctx: Context, issue_id: int, out_dir: Path) -> None:
     run_or_exit(run)
 
 
-def render_issue(rt: Runtime, issue_id: int) -> Any:
+def render_issue(rt: SendingParts, issue_id: int) -> Any:
     """The frozen snapshot once sending started; before that, the articles as they are."""
     import sqlalchemy as sa
 
@@ -245,7 +245,7 @@ def issue_test(ctx: Context, issue_id: int, addresses: tuple[str, ...]) -> None:
         from pipeline.render.emails import ONE_CLICK
         from pipeline.sending.providers.base import Message
 
-        rt = Runtime(ctx.settings())
+        rt = SendingParts(ctx.settings())
         email = render_issue(rt, issue_id)
         try:
             targets = [normalise_email(a) for a in addresses]
@@ -290,7 +290,7 @@ def issue_schedule(ctx: Context, issue_id: int, at: str, tz: str) -> None:
     """Schedule a draft; the beat starts it when its time comes."""
 
     def run() -> None:
-        rt = Runtime(ctx.settings())
+        rt = SendingParts(ctx.settings())
         when: datetime | None = None
         if at != "now":
             try:
@@ -308,7 +308,7 @@ def issue_schedule(ctx: Context, issue_id: int, at: str, tz: str) -> None:
     run_or_exit(run)
 
 
-def _tick(rt: Runtime) -> None:
+def _tick(rt: SendingParts) -> None:
     """Ask the workers to start due issues now rather than at the next beat."""
     from workers.app import create_app
 
@@ -321,7 +321,7 @@ def _steer(name: str, doc: str) -> None:
     @pass_ctx
     def command(ctx: Context, issue_id: int) -> None:
         def run() -> None:
-            rt = Runtime(ctx.settings())
+            rt = SendingParts(ctx.settings())
             if name == "pause":
                 issues.pause(rt.engine, issue_id)
                 click.echo(f"issue {issue_id} paused: batches in flight finish, no new ones start")
@@ -365,7 +365,7 @@ def issue_reconcile(ctx: Context, issue_id: int, assume: str | None) -> None:
     def run() -> None:
         from pipeline.sending.parts import enqueue
 
-        rt = Runtime(ctx.settings())
+        rt = SendingParts(ctx.settings())
         result = delivery.reconcile(rt.engine, issue_id, rt.provider, assume)
         enqueue(rt.engine, dispatcher_for(rt), result.requeued)
         click.echo(
@@ -396,7 +396,7 @@ def status_command(ctx: Context) -> None:
         from pipeline.ops import status
 
         settings = ctx.settings()
-        rt = Runtime(settings)
+        rt = SendingParts(settings)
         report = status.gather(rt.engine, settings, rt.redis, workers_online(settings))
         for line in status.format_report(report):
             click.echo(line)
@@ -416,7 +416,7 @@ def metrics_command(ctx: Context, port: int, host: str) -> None:
 
         settings = ctx.settings()
         click.echo(f"serving Prometheus metrics on http://{host}:{port}/metrics")
-        serve(Runtime(settings), lambda: workers_online(settings), host, port)
+        serve(SendingParts(settings), lambda: workers_online(settings), host, port)
 
     run_or_exit(run)
 
@@ -448,7 +448,7 @@ def beat_command(ctx: Context, once: bool, celery_args: tuple[str, ...]) -> None
             schedule = Path(tempfile.gettempdir()) / f"letterpress-beat-{settings.redis_prefix}"
             app.start(["beat", "--schedule", str(schedule), *celery_args])
             return
-        rt = Runtime(settings)
+        rt = SendingParts(settings)
         dispatcher = dispatcher_for(rt)
         if not once:
             click.echo(f"sending inline every {settings.beat_seconds:g} s (no REDIS_URL)")

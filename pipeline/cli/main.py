@@ -238,7 +238,7 @@ def _demo(ctx: Context, out_dir: Path, count: int) -> None:
     from pipeline.audience.subscribers import import_csv
     from pipeline.sending import issues
     from pipeline.sending.delivery import InlineDispatcher, Outcome
-    from pipeline.sending.parts import Runtime
+    from pipeline.sending.parts import SendingParts
     from pipeline.settings import load_settings
     from pipeline.store import db
 
@@ -281,7 +281,7 @@ def _demo(ctx: Context, out_dir: Path, count: int) -> None:
     imported = import_csv(db.engine(settings.database_url), csv_path, list_name="demo")
     click.echo(f"    {imported.summary()}")
     click.echo("4/5 sending an issue of the two seed articles through the file outbox")
-    rt = Runtime(settings)
+    rt = SendingParts(settings)
     issue_id = issues.create(
         rt.engine,
         subject="Vitamin K2: where your calcium goes",

@@ -6,18 +6,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipeline.ops import status
-from pipeline.sending.parts import Runtime
+from pipeline.sending.parts import SendingParts
 
 
 class StatusCollector:
-    def __init__(self, runtime: Runtime, workers: Callable[[], list[str] | None]) -> None:
-        self.runtime = runtime
+    def __init__(self, parts: SendingParts, workers: Callable[[], list[str] | None]) -> None:
+        self.parts = parts
         self.workers = workers
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        rt = self.runtime
+        rt = self.parts
         report = status.gather(rt.engine, rt.settings, rt.redis, self.workers())
         families: dict[str, Any] = {}
         for name, doc, labels, value in status.metrics(report):
@@ -33,18 +33,20 @@ class StatusCollector:
         return []  # gathered at scrape time: nothing to describe in advance
 
 
-def registry(runtime: Runtime, workers: Callable[[], list[str] | None]) -> Any:
+def registry(parts: SendingParts, workers: Callable[[], list[str] | None]) -> Any:
     from prometheus_client import CollectorRegistry
 
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(StatusCollector(runtime, workers))
+    reg.register(StatusCollector(parts, workers))
     return reg
 
 
-def serve(runtime: Runtime, workers: Callable[[], list[str] | None], host: str, port: int) -> None:
+def serve(
+    parts: SendingParts, workers: Callable[[], list[str] | None], host: str, port: int
+) -> None:
     from wsgiref.simple_server import make_server
 
     from prometheus_client import make_wsgi_app
 
-    server = make_server(host, port, make_wsgi_app(registry(runtime, workers)))
+    server = make_server(host, port, make_wsgi_app(registry(parts, workers)))
     server.serve_forever()

@@ -1,6 +1,6 @@
 """The parts a sending process needs, built once from the settings and kept.
 
-A worker process, the CLI and the embedded demo each make one ``Runtime``: the
+A worker process, the CLI and the embedded demo each wire one ``SendingParts``: the
 database engine, the mail provider (its HTTP or SMTP connections are reused), the
 shared rate limit (in Redis when ``REDIS_URL`` is set, in-process otherwise) and the
 ``Sender``. The steps of a send (start the due issues, sweep) are here too, so the
@@ -32,7 +32,7 @@ from pipeline.store.keys import Keys
 log = logging.getLogger(__name__)
 
 
-class Runtime:
+class SendingParts:
     def __init__(self, settings: Settings, provider: Provider | None = None) -> None:
         self.settings = settings
         self._provider = provider
