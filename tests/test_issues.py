@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +14,7 @@ from pipeline.content.store import FileContentStore
 from pipeline.errors import ConfigError, NotFound
 from pipeline.sending import issues
 from pipeline.sending.issues import ArticleRef, IssueStateError
+from pipeline.statuses import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
 from pipeline.store import db
 from tests.conftest import SEEDS
 
@@ -147,6 +150,37 @@ def test_migrations_build_exactly_the_tables(database_url: str) -> None:
             MigrationContext.configure(conn, opts={"compare_type": True}), db.metadata
         )
     assert diff == []
+
+
+@pytest.mark.parametrize(
+    ("table", "states"),
+    [
+        ("subscribers", SubscriberStatus),
+        ("issues", IssueStatus),
+        ("batches", BatchStatus),
+        ("deliveries", DeliveryStatus),
+    ],
+)
+def test_the_migrated_status_checks_allow_exactly_the_enums(
+    database_url: str, table: str, states: type[StrEnum]
+) -> None:
+    """The enums are the one definition: the migrated database takes each member and
+    refuses anything else, in SQLite and in PostgreSQL."""
+    engine = db.engine(database_url)
+    name = f"ck_{table}_status"
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            sql = conn.execute(
+                sa.text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}
+            ).scalar_one()
+            clause = sql[sql.index(f"CONSTRAINT {name} CHECK") :].split(")", 1)[0]
+        else:
+            clause = conn.execute(
+                sa.text("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = :n"),
+                {"n": name},
+            ).scalar_one()
+    allowed = set(re.findall(r"'([a-z_]+)'", clause))
+    assert allowed == {s.value for s in states}, clause
 
 
 def test_an_unmigrated_database_says_what_to_run(tmp_path) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.types import TypeDecorator
 
 from pipeline.errors import ConfigError
+from pipeline.statuses import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus, check
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -64,10 +65,10 @@ metadata = sa.MetaData(
 )
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite's rowid alias
 
-SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
-ISSUE_STATUSES = ("draft", "scheduled", "sending", "sent", "paused", "cancelled", "failed")
-BATCH_STATUSES = ("pending", "sending", "sent", "failed", "ambiguous", "cancelled")
-DELIVERY_STATUSES = ("queued", "sent", "failed", "skipped")
+SUBSCRIBER_STATUSES = tuple(SubscriberStatus)
+ISSUE_STATUSES = tuple(IssueStatus)
+BATCH_STATUSES = tuple(BatchStatus)
+DELIVERY_STATUSES = tuple(DeliveryStatus)
 # What the provider reported after accepting a message, weakest first: a later, weaker
 # report never overwrites a stronger one.
 FEEDBACK = ("delivered", "soft_bounce", "unsubscribed", "bounced", "complained")
@@ -98,9 +99,7 @@ subscribers = sa.Table(
     sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
     # Soft bounces since the last delivery; past ``soft_bounce_limit`` the address bounces.
     sa.Column("soft_bounces", sa.Integer, nullable=False, server_default="0"),
-    sa.CheckConstraint(
-        "status IN ('pending', 'active', 'unsubscribed', 'bounced', 'complained')", name="status"
-    ),
+    sa.CheckConstraint(check("status", SubscriberStatus), name="status"),
 )
 
 memberships = sa.Table(
@@ -136,10 +135,7 @@ issues = sa.Table(
     sa.Column("sent", sa.Integer, nullable=False, server_default="0"),
     sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
-    sa.CheckConstraint(
-        "status IN ('draft', 'scheduled', 'sending', 'sent', 'paused', 'cancelled', 'failed')",
-        name="status",
-    ),
+    sa.CheckConstraint(check("status", IssueStatus), name="status"),
     sa.Index(None, "status", "send_at"),
 )
 
@@ -186,10 +182,7 @@ batches = sa.Table(
     sa.UniqueConstraint("issue_id", "seq"),
     sa.Index(None, "issue_id", "status"),
     sa.Index(None, "status", "lease_until"),
-    sa.CheckConstraint(
-        "status IN ('pending', 'sending', 'sent', 'failed', 'ambiguous', 'cancelled')",
-        name="status",
-    ),
+    sa.CheckConstraint(check("status", BatchStatus), name="status"),
 )
 
 deliveries = sa.Table(
@@ -207,7 +200,7 @@ deliveries = sa.Table(
     sa.Column("feedback_at", UTCDateTime),
     sa.Index(None, "batch_id"),
     sa.Index(None, "issue_id", "status"),
-    sa.CheckConstraint("status IN ('queued', 'sent', 'failed', 'skipped')", name="status"),
+    sa.CheckConstraint(check("status", DeliveryStatus), name="status"),
 )
 
 issue_events = sa.Table(

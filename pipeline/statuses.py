@@ -1,0 +1,49 @@
+"""The states that issues, batches, deliveries and subscribers pass through.
+
+One definition each: the schema's CHECK constraints (``pipeline.store.db``), the domain
+and the admin API's schemas are all built from these enums. Being ``StrEnum``s, their
+members are the strings stored in the database and sent in JSON.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"  # signed up, not yet confirmed (double opt-in)
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"  # a hard bounce: never mailed again
+    COMPLAINED = "complained"  # marked as spam: never mailed again
+
+
+class IssueStatus(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    SENT = "sent"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class BatchStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"  # leased by a worker
+    SENT = "sent"
+    FAILED = "failed"
+    AMBIGUOUS = "ambiguous"  # the provider may have sent it: an operator decides
+    CANCELLED = "cancelled"
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # left, bounced or complained before their batch went
+
+
+def check(column: str, states: type[StrEnum]) -> str:
+    """The SQL of a CHECK constraint that allows exactly the members of ``states``."""
+    return f"{column} IN ({', '.join(repr(s.value) for s in states)})"
