@@ -46,7 +46,7 @@ class Double:
         args = [
             sys.executable,
             "-m",
-            "pipeline.sending.providers.double",
+            "letterpress_testing",
             "--port",
             "0",
             "--sendgrid-key",
@@ -87,7 +87,7 @@ class Double:
         return result
 
     def faults(self, *faults: dict[str, Any], seed: int | None = None) -> None:
-        """Replace the injected faults (none: behave); see ``double.Fault``."""
+        """Replace the injected faults (none: behave); see ``letterpress_testing.faults.Fault``."""
         self._call("/_double/faults", {"faults": list(faults), "seed": seed})
 
     def close(self) -> None:
@@ -170,7 +170,7 @@ class Cluster:
     def start(self, name: str, *args: str, new_session: bool = False) -> subprocess.Popen[bytes]:
         with (self.tmp / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", *args],
+                [sys.executable, "-m", "workers", *args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -215,7 +215,7 @@ class Cluster:
 
     def run(self, *args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline", *args],
+            [sys.executable, "-m", "workers", *args],
             env=self.env,
             capture_output=True,
             text=True,

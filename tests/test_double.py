@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline.sending.providers.double import DoubleServer, Fault, parse_form
+from letterpress_testing.faults import Fault
+from letterpress_testing.parsing import parse_form
+from letterpress_testing.server import DoubleServer
 from tests.conftest import ROOT
 
 MAILGUN_DOMAIN = "mg.example.org"
@@ -634,7 +636,7 @@ def test_faults_are_set_over_http(double: DoubleServer, web: requests.Session) -
 def test_cli_serves_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.sending.providers.double", "--port", "0",
+        [sys.executable, "-m", "letterpress_testing", "--port", "0",
          "--sendgrid-key", "SG.cli", "--keep-messages"],
         stdout=subprocess.PIPE,
         text=True,
