@@ -13,12 +13,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from pipeline.audience import subscribers
+from letterpress_testing.server import DoubleServer
+from pipeline.audience import changes, subscribers
 from pipeline.audience.tokens import Signer
-from pipeline.sending import delivery, issues
+from pipeline.sending import issues, lease
+from pipeline.sending.batches import Outcome, mark_enqueued
 from pipeline.sending.issues import ArticleRef
 from pipeline.sending.parts import SendingParts
-from pipeline.sending.providers.double import DoubleServer
+from pipeline.sending.prepare import prepare
+from pipeline.sending.recover import reconcile, sweep
 from pipeline.settings import Settings
 from pipeline.store import db
 from tests.cluster import SECRET, seed_subscribers
@@ -80,11 +83,11 @@ def start(rt: SendingParts, audience: tuple[str, ...] = ("main",)) -> tuple[int,
     )
     issues.schedule(rt.engine, issue_id, None)
     assert issues.claim_due(rt.engine, timedelta(hours=6)) == [issue_id]
-    batches = delivery.prepare(rt.engine, rt.settings, rt.catalog(), issue_id, rt.batch_size)
+    batches = prepare(rt.engine, rt.settings, rt.catalog(), issue_id, rt.batch_size)
     return issue_id, batches
 
 
-def send_all(rt: SendingParts, batches: list[int]) -> list[delivery.Outcome]:
+def send_all(rt: SendingParts, batches: list[int]) -> list[Outcome]:
     return [rt.sender.send_batch(b) for b in batches]
 
 
@@ -140,8 +143,8 @@ def test_the_snapshot_is_frozen_and_the_audience_fixed(
     seed = content / f"{SEEDS[0]}.md"
     seed.write_text(seed.read_text().replace("Vitamin K2", "EDITED LATER"))
     late = subscribers.add(rt.engine, "late@example.com", lists=["main"], status="active")
-    subscribers.set_status(rt.engine, 99, "unsubscribed")
-    subscribers.set_status(rt.engine, 100, "complained")
+    changes.update(rt.engine, 99, changes.Change(status="unsubscribed"), via=changes.ADMIN_API)
+    changes.update(rt.engine, 100, changes.Change(status="complained"), via=changes.ADMIN_API)
     send_all(rt, batches)
     received = double.recipients()
     assert len(received) == 98 and "late@example.com" not in received and late
@@ -157,7 +160,7 @@ def test_prepare_and_send_are_idempotent(
     seed_subscribers(sqlite_url, 60)
     rt = runtime_for(sqlite_url)
     issue_id, batches = start(rt)
-    again = delivery.prepare(rt.engine, rt.settings, rt.catalog(), issue_id, rt.batch_size)
+    again = prepare(rt.engine, rt.settings, rt.catalog(), issue_id, rt.batch_size)
     assert again == batches
     send_all(rt, batches)
     assert [o.status for o in send_all(rt, batches)] == ["skipped", "skipped"]
@@ -196,12 +199,12 @@ def test_a_connection_dropped_after_acceptance_is_ambiguous_then_reconciled(
     issue = issues.get(rt.engine, issue_id)
     assert issue.status == "sending" and issue.progress.ambiguous == 1
     if provider == "mailgun":  # its events API says what it accepted
-        result = delivery.reconcile(rt.engine, issue_id, rt.provider)
+        result = reconcile(rt.engine, issue_id, rt.provider)
         assert (result.sent, result.requeued) == (50, [])
     else:  # SendGrid cannot tell: the operator decides
-        result = delivery.reconcile(rt.engine, issue_id, rt.provider)
+        result = reconcile(rt.engine, issue_id, rt.provider)
         assert result.unknown == [batches[0]]
-        result = delivery.reconcile(rt.engine, issue_id, rt.provider, assume="sent")
+        result = reconcile(rt.engine, issue_id, rt.provider, assume="sent")
         assert result.sent == 50
     assert issues.get(rt.engine, issue_id).status == "sent"
     assert double.stats()["duplicates"] == 0
@@ -219,7 +222,7 @@ def test_reconcile_sends_what_the_provider_never_got(
     assert rt2.sender.send_batch(batches[0]).status == "ambiguous"  # timed out: unknown
     double.set_faults()
     double.reset()  # the provider lost it after all
-    result = delivery.reconcile(rt.engine, issue_id, rt.provider)
+    result = reconcile(rt.engine, issue_id, rt.provider)
     assert (result.sent, result.requeued) == (0, batches)
     send_all(rt, result.requeued)
     assert double.recipients() == {f"reader{i}@example.com": 1 for i in range(1, 51)}
@@ -244,16 +247,16 @@ def test_an_expired_lease_is_ambiguous_or_requeued_never_resent_blindly(
     seed_subscribers(sqlite_url, 50)
     rt = runtime_for(sqlite_url)
     issue_id, batches = start(rt)
-    claim = rt.sender._claim(batches[0])  # a worker claims, then dies before the call
-    assert not isinstance(claim, delivery.Outcome)
+    claim = lease.claim(rt.engine, rt.settings, batches[0])  # a worker claims, then dies
+    assert not isinstance(claim, Outcome)
     later = db.now() + timedelta(seconds=61)
-    found = delivery.sweep(rt.engine, rt.settings, idempotent=False, queue_empty=False, at=later)
+    found = sweep(rt.engine, rt.settings, idempotent=False, queue_empty=False, at=later)
     assert found.ambiguous == batches and found.requeue == []
     assert issues.get(rt.engine, issue_id).progress.ambiguous == 1
 
     _issue2, batches2 = start(rt)
-    rt.sender._claim(batches2[0])
-    found = delivery.sweep(rt.engine, rt.settings, idempotent=True, queue_empty=False, at=later)
+    lease.claim(rt.engine, rt.settings, batches2[0])
+    found = sweep(rt.engine, rt.settings, idempotent=True, queue_empty=False, at=later)
     assert found.requeue == batches2
     assert rt.sender.send_batch(batches2[0]).status == "sent"
 
@@ -264,13 +267,13 @@ def test_the_sweeper_requeues_batches_whose_task_was_lost(
     seed_subscribers(sqlite_url, 100)
     rt = runtime_for(sqlite_url)
     _issue_id, batches = start(rt)
-    delivery.mark_enqueued(rt.engine, batches)
-    soon = delivery.sweep(rt.engine, rt.settings, idempotent=False, queue_empty=True)
+    mark_enqueued(rt.engine, batches)
+    soon = sweep(rt.engine, rt.settings, idempotent=False, queue_empty=True)
     assert soon.requeue == []  # just enqueued: the tasks are on their way
     later = db.now() + timedelta(minutes=5)
-    busy = delivery.sweep(rt.engine, rt.settings, False, queue_empty=False, at=later)
+    busy = sweep(rt.engine, rt.settings, False, queue_empty=False, at=later)
     assert busy.requeue == []  # the queue holds tasks: they may be these
-    lost = delivery.sweep(rt.engine, rt.settings, False, queue_empty=True, at=later)
+    lost = sweep(rt.engine, rt.settings, False, queue_empty=True, at=later)
     assert lost.requeue == batches
 
 

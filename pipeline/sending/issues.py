@@ -3,8 +3,8 @@
 An issue moves through these states::
 
     draft ──schedule──> scheduled ──due (beat)──> sending ──last batch──> sent
-      ^                   │   ^                    │   ^
-      └──────unschedule───┘   └─resume── paused <──┘   └─resume
+                              ^                    │   ^
+                              └─resume── paused <──┘   └─resume
                                (too late: held as paused for the editor)
     any state but sent ──cancel──> cancelled        provider refuses for good ──> failed
 
@@ -26,7 +26,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipeline.content.store import Catalog
 from pipeline.errors import ConfigError, LetterpressError, NotFound
+from pipeline.statuses import BatchStatus, DeliveryStatus, IssueStatus
 from pipeline.store import db
+
+# The states of an issue that has started sending (and so may have failed deliveries).
+_RETRYABLE = (IssueStatus.SENT, IssueStatus.SENDING, IssueStatus.PAUSED, IssueStatus.FAILED)
 
 
 class IssueStateError(LetterpressError):
@@ -50,7 +54,7 @@ class Progress:
 
     @property
     def ambiguous(self) -> int:
-        return self.batches.get("ambiguous", 0)
+        return self.batches.get(BatchStatus.AMBIGUOUS, 0)
 
     @property
     def done(self) -> int:
@@ -91,7 +95,7 @@ class Issue:
     def seconds_left(self, at: datetime) -> float | None:
         rate = self.rate(at)
         left = self.progress.recipients - self.progress.done
-        if self.status != "sending" or rate <= 0 or left <= 0:
+        if self.status != IssueStatus.SENDING or rate <= 0 or left <= 0:
             return None
         return left / rate
 
@@ -156,7 +160,7 @@ def create(
                 preheader=preheader,
                 intro=intro,
                 audience=list(audience),
-                status="draft",
+                status=IssueStatus.DRAFT,
                 created_at=at,
                 updated_at=at,
             )
@@ -286,9 +290,9 @@ def schedule(engine: Engine, issue_id: int, at: datetime | None, tz: str = "UTC"
         _transition(
             conn,
             issue_id,
-            ("draft",),
+            (IssueStatus.DRAFT,),
             "scheduled",
-            status="scheduled",
+            status=IssueStatus.SCHEDULED,
             send_at=when,
             time_zone=tz,
             status_reason="",
@@ -296,19 +300,14 @@ def schedule(engine: Engine, issue_id: int, at: datetime | None, tz: str = "UTC"
     return when
 
 
-def unschedule(engine: Engine, issue_id: int) -> None:
-    with engine.begin() as conn:
-        _transition(conn, issue_id, ("scheduled",), "unscheduled", status="draft", send_at=None)
-
-
 def pause(engine: Engine, issue_id: int, reason: str = "paused by the editor") -> None:
     with engine.begin() as conn:
         _transition(
             conn,
             issue_id,
-            ("scheduled", "sending"),
+            (IssueStatus.SCHEDULED, IssueStatus.SENDING),
             "paused",
-            status="paused",
+            status=IssueStatus.PAUSED,
             status_reason=reason,
         )
         event(conn, issue_id, "info", reason)
@@ -318,11 +317,11 @@ def resume(engine: Engine, issue_id: int) -> list[int]:
     """Back to sending (or scheduled, if it never started). Returns batches to enqueue."""
     with engine.begin() as conn:
         started = conn.scalar(sa.select(db.issues.c.started_at).where(db.issues.c.id == issue_id))
-        target = "sending" if started is not None else "scheduled"
+        target = IssueStatus.SENDING if started is not None else IssueStatus.SCHEDULED
         values: dict[str, Any] = {"status": target, "status_reason": ""}
-        if target == "scheduled":
+        if target == IssueStatus.SCHEDULED:
             values["send_at"] = db.now()  # a held issue goes out now, when resumed
-        _transition(conn, issue_id, ("paused",), "resumed", **values)
+        _transition(conn, issue_id, (IssueStatus.PAUSED,), "resumed", **values)
         event(conn, issue_id, "info", f"resumed ({target})")
         return _pending_batches(conn, issue_id)
 
@@ -332,7 +331,7 @@ def _pending_batches(conn: Connection, issue_id: int) -> list[int]:
         int(b)
         for b in conn.scalars(
             sa.select(db.batches.c.id)
-            .where(db.batches.c.issue_id == issue_id, db.batches.c.status == "pending")
+            .where(db.batches.c.issue_id == issue_id, db.batches.c.status == BatchStatus.PENDING)
             .order_by(db.batches.c.seq)
         )
     ]
@@ -343,15 +342,15 @@ def cancel(engine: Engine, issue_id: int) -> None:
         _transition(
             conn,
             issue_id,
-            ("draft", "scheduled", "sending", "paused"),
+            (IssueStatus.DRAFT, IssueStatus.SCHEDULED, IssueStatus.SENDING, IssueStatus.PAUSED),
             "cancelled",
-            status="cancelled",
+            status=IssueStatus.CANCELLED,
             finished_at=db.now(),
         )
         conn.execute(
             sa.update(db.batches)
-            .where(db.batches.c.issue_id == issue_id, db.batches.c.status == "pending")
-            .values(status="cancelled", updated_at=db.now())
+            .where(db.batches.c.issue_id == issue_id, db.batches.c.status == BatchStatus.PENDING)
+            .values(status=BatchStatus.CANCELLED, updated_at=db.now())
         )
         event(conn, issue_id, "info", "cancelled by the editor")
 
@@ -369,7 +368,7 @@ def claim_due(engine: Engine, late_after: timedelta, at: datetime | None = None)
             (int(r.id), r.send_at)
             for r in conn.execute(
                 sa.select(db.issues.c.id, db.issues.c.send_at).where(
-                    db.issues.c.status == "scheduled", db.issues.c.send_at <= at
+                    db.issues.c.status == IssueStatus.SCHEDULED, db.issues.c.send_at <= at
                 )
             )
         ]
@@ -385,16 +384,16 @@ def claim_due(engine: Engine, late_after: timedelta, at: datetime | None = None)
                 )
                 done = conn.execute(
                     sa.update(db.issues)
-                    .where(db.issues.c.id == issue_id, db.issues.c.status == "scheduled")
-                    .values(status="paused", status_reason=reason, updated_at=at)
+                    .where(db.issues.c.id == issue_id, db.issues.c.status == IssueStatus.SCHEDULED)
+                    .values(status=IssueStatus.PAUSED, status_reason=reason, updated_at=at)
                 ).rowcount
                 if done:
                     event(conn, issue_id, "warning", reason)
                 continue
             done = conn.execute(
                 sa.update(db.issues)
-                .where(db.issues.c.id == issue_id, db.issues.c.status == "scheduled")
-                .values(status="sending", started_at=at, updated_at=at)
+                .where(db.issues.c.id == issue_id, db.issues.c.status == IssueStatus.SCHEDULED)
+                .values(status=IssueStatus.SENDING, started_at=at, updated_at=at)
             ).rowcount
             if done:
                 claimed.append(issue_id)
@@ -408,7 +407,7 @@ def retry_failed(engine: Engine, issue_id: int, batch_size: int) -> list[int]:
     at = db.now()
     with engine.begin() as conn:
         issue = _load(conn, issue_id)
-        if issue.status not in ("sent", "sending", "paused", "failed"):
+        if issue.status not in _RETRYABLE:
             raise IssueStateError(
                 f"issue {issue_id} is {issue.status}: only an issue that has started sending"
                 " has failed deliveries to retry"
@@ -417,56 +416,31 @@ def retry_failed(engine: Engine, issue_id: int, batch_size: int) -> list[int]:
             int(s)
             for s in conn.scalars(
                 sa.select(db.deliveries.c.subscriber_id)
-                .where(db.deliveries.c.issue_id == issue_id, db.deliveries.c.status == "failed")
+                .where(
+                    db.deliveries.c.issue_id == issue_id,
+                    db.deliveries.c.status == DeliveryStatus.FAILED,
+                )
                 .order_by(db.deliveries.c.subscriber_id)
             )
         ]
-        waiting = _pending_batches(conn, issue_id) if issue.status == "paused" else []
+        waiting = _pending_batches(conn, issue_id) if issue.status == IssueStatus.PAUSED else []
         if not failed:
-            if issue.status == "paused":
-                _transition(conn, issue_id, ("paused",), "resumed", status="sending",
-                            status_reason="")  # fmt: skip
+            if issue.status == IssueStatus.PAUSED:
+                _transition(
+                    conn,
+                    issue_id,
+                    (IssueStatus.PAUSED,),
+                    "resumed",
+                    status=IssueStatus.SENDING,
+                    status_reason="",
+                )
             return waiting
-        seq = int(
-            conn.scalar(
-                sa.select(sa.func.coalesce(sa.func.max(db.batches.c.seq), 0)).where(
-                    db.batches.c.issue_id == issue_id
-                )
-            )
-            or 0
-        )
-        new: list[int] = []
-        for start in range(0, len(failed), batch_size):
-            chunk = failed[start : start + batch_size]
-            seq += 1
-            batch_id = conn.execute(
-                sa.insert(db.batches)
-                .values(
-                    issue_id=issue_id,
-                    seq=seq,
-                    first_id=chunk[0],
-                    last_id=chunk[-1],
-                    retry=True,
-                    status="pending",
-                    updated_at=at,
-                )
-                .returning(db.batches.c.id)
-            ).scalar_one()
-            conn.execute(
-                sa.update(db.deliveries)
-                .where(
-                    db.deliveries.c.issue_id == issue_id,
-                    db.deliveries.c.status == "failed",
-                    db.deliveries.c.subscriber_id.in_(chunk),
-                )
-                .values(status="queued", batch_id=batch_id, reason=None, updated_at=at)
-            )
-            new.append(int(batch_id))
+        new = _rebatch(conn, issue_id, failed, batch_size, at)
         conn.execute(
             sa.update(db.issues)
             .where(db.issues.c.id == issue_id)
             .values(
-                status="sending",
+                status=IssueStatus.SENDING,
                 status_reason="",
                 finished_at=None,
                 updated_at=at,
@@ -475,6 +449,48 @@ def retry_failed(engine: Engine, issue_id: int, batch_size: int) -> list[int]:
         )
         event(conn, issue_id, "info", f"retrying {len(failed)} failed deliveries")
     return waiting + new
+
+
+def _rebatch(
+    conn: Connection, issue_id: int, failed: list[int], batch_size: int, at: datetime
+) -> list[int]:
+    """New retry batches for the failed recipients, their log rows queued again in them."""
+    seq = int(
+        conn.scalar(
+            sa.select(sa.func.coalesce(sa.func.max(db.batches.c.seq), 0)).where(
+                db.batches.c.issue_id == issue_id
+            )
+        )
+        or 0
+    )
+    new: list[int] = []
+    for start in range(0, len(failed), batch_size):
+        chunk = failed[start : start + batch_size]
+        seq += 1
+        batch_id = conn.execute(
+            sa.insert(db.batches)
+            .values(
+                issue_id=issue_id,
+                seq=seq,
+                first_id=chunk[0],
+                last_id=chunk[-1],
+                retry=True,
+                status=BatchStatus.PENDING,
+                updated_at=at,
+            )
+            .returning(db.batches.c.id)
+        ).scalar_one()
+        conn.execute(
+            sa.update(db.deliveries)
+            .where(
+                db.deliveries.c.issue_id == issue_id,
+                db.deliveries.c.status == DeliveryStatus.FAILED,
+                db.deliveries.c.subscriber_id.in_(chunk),
+            )
+            .values(status=DeliveryStatus.QUEUED, batch_id=batch_id, reason=None, updated_at=at)
+        )
+        new.append(int(batch_id))
+    return new
 
 
 def events(engine: Engine, issue_id: int | None = None, limit: int = 20) -> list[Any]:

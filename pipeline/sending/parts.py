@@ -21,10 +21,13 @@ from sqlalchemy.engine import Engine
 from pipeline.content.store import Catalog, FileContentStore
 from pipeline.errors import ConfigError
 from pipeline.render import hot
-from pipeline.sending import delivery, issues, preflight
+from pipeline.sending import issues, preflight, recover
+from pipeline.sending.batches import Dispatcher, Outcome, mark_enqueued
+from pipeline.sending.prepare import prepare
 from pipeline.sending.providers import create as create_provider
 from pipeline.sending.providers.base import Provider
-from pipeline.sending.ratelimit import LocalRateLimiter, RateLimiter
+from pipeline.sending.ratelimit import Limiter, LocalRateLimiter, RateLimiter
+from pipeline.sending.sender import Sender
 from pipeline.settings import Settings
 from pipeline.store import db
 from pipeline.store.keys import Keys
@@ -56,7 +59,7 @@ class SendingParts:
         )
 
     @cached_property
-    def limiter(self) -> delivery.Limiter:
+    def limiter(self) -> Limiter:
         s = self.settings
         if self.redis is None:
             return LocalRateLimiter(s.send_rate, s.send_burst)
@@ -64,19 +67,19 @@ class SendingParts:
         return RateLimiter(self.redis, key, s.send_rate, s.send_burst)
 
     @cached_property
-    def sender(self) -> delivery.Sender:
+    def sender(self) -> Sender:
         preflight.require(self.settings, "send")
-        return delivery.Sender(self.engine, self.settings, self.provider, self.limiter)
+        return Sender(self.engine, self.settings, self.provider, self.limiter)
 
-    def send_batch(self, batch_id: int) -> delivery.Outcome:
+    def send_batch(self, batch_id: int) -> Outcome:
         """Send one batch; when the settings make sending impossible, the batch's issue
         pauses with the reason instead of failing batch after batch."""
         try:
             sender = self.sender
         except ConfigError as exc:
             log.error("batch %s: %s", batch_id, exc)
-            delivery.pause_for_configuration(self.engine, batch_id, str(exc))
-            return delivery.Outcome(batch_id, "released", detail=str(exc))
+            recover.pause_for_configuration(self.engine, batch_id, str(exc))
+            return Outcome(batch_id, "released", detail=str(exc))
         return sender.send_batch(batch_id)
 
     def schedule(self, issue_id: int, at: datetime | None, tz: str = "UTC") -> datetime:
@@ -94,7 +97,7 @@ class SendingParts:
     def scores(self) -> dict[str, float]:
         return hot.current_scores(hot.Engagement.from_settings(self.settings))
 
-    def start_due(self, dispatcher: delivery.Dispatcher) -> list[int]:
+    def start_due(self, dispatcher: Dispatcher) -> list[int]:
         """Claim the issues whose time has come, freeze them, enqueue their batches."""
         late = timedelta(hours=self.settings.late_after_hours)
         started = issues.claim_due(self.engine, late)
@@ -102,15 +105,15 @@ class SendingParts:
             self.prepare(issue_id, dispatcher)
         return started
 
-    def prepare(self, issue_id: int, dispatcher: delivery.Dispatcher) -> list[int]:
-        batches = delivery.prepare(
+    def prepare(self, issue_id: int, dispatcher: Dispatcher) -> list[int]:
+        batches = prepare(
             self.engine, self.settings, self.catalog(), issue_id, self.batch_size, self.scores()
         )
         enqueue(self.engine, dispatcher, batches)
         return batches
 
-    def sweep(self, dispatcher: delivery.Dispatcher, queue_empty: bool) -> delivery.Sweep:
-        found = delivery.sweep(
+    def sweep(self, dispatcher: Dispatcher, queue_empty: bool) -> recover.Sweep:
+        found = recover.sweep(
             self.engine, self.settings, self.provider.idempotent, queue_empty=queue_empty
         )
         for issue_id in found.prepare:
@@ -123,10 +126,10 @@ class SendingParts:
             self.provider.close()
 
 
-def enqueue(engine: Engine, dispatcher: delivery.Dispatcher, batch_ids: Sequence[int]) -> None:
+def enqueue(engine: Engine, dispatcher: Dispatcher, batch_ids: Sequence[int]) -> None:
     """Record when, then hand the batches to the queue (after the commit, always)."""
     if batch_ids:
-        delivery.mark_enqueued(engine, batch_ids)
+        mark_enqueued(engine, batch_ids)
         dispatcher.enqueue(batch_ids)
 
 

@@ -5,7 +5,7 @@ key, the provider's credentials and options, the DKIM key, and (for a real send)
 https base URL and a valid sender address. ``require`` raises one ``ConfigError`` with
 all of them. ``letterpress worker``, ``letterpress beat`` and ``issue schedule`` call it
 before they start or schedule anything, and a worker that finds a problem on its first
-batch pauses the issue with it (``delivery.pause_for_configuration``).
+batch pauses the issue with it (``recover.pause_for_configuration``).
 
 A *real* send reaches people: any provider but the outbox, unless it is an SMTP server
 marked as a sandbox that delivers to nobody (``delivery_sandbox = true``: Mailpit) or an

@@ -13,6 +13,13 @@ slice of sleep; more than ``burst`` tokens are taken in parts as the bucket refi
 worker at once: what a provider's 429 with "retry after N seconds" calls for.
 
 ``LocalRateLimiter`` is the same bucket inside one process, for running without Redis.
+
+Time: ``RateLimiter``'s bucket runs on the Redis server's clock (``TIME``, read inside
+the Lua script), which no caller can replace. What is read in Python, the time spent
+waiting in ``acquire`` (against ``max_wait``) and the sleeping itself, comes from the
+``clock`` and ``sleep`` each limiter is given (``time.monotonic`` and ``time.sleep`` by
+default); ``LocalRateLimiter`` keeps its bucket on that ``clock`` too, so a test can
+drive it with a fake clock and get exact results.
 Every worker should build its limiter for an account with the same ``rate`` and
 ``burst`` (``send_rate`` and ``send_burst``); with different values, the last step
 taken decides.
@@ -23,11 +30,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.errors import LetterpressError
-from pipeline.settings import Settings
-from pipeline.store.keys import Keys
 
 if TYPE_CHECKING:  # redis is imported only where Redis is configured
     import redis
@@ -103,13 +109,21 @@ class _TokenBucket:
     # Longest single sleep before asking the bucket again.
     max_sleep = 0.25
 
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be above 0 tokens a second, not {rate!r}")
         if burst < 1:
             raise ValueError(f"burst must be at least 1, not {burst!r}")
         self.rate = float(rate)
         self.burst = int(burst)
+        self.clock = clock  # seconds, for the waiting (and the local bucket)
+        self.sleep = sleep
 
     def _where(self) -> str:
         raise NotImplementedError
@@ -138,7 +152,7 @@ class _TokenBucket:
         least = max(0, n - self.burst) / self.rate
         if least > max_wait:
             raise RateLimitTimeout(n, max_wait, least, self._where())
-        started = time.monotonic()
+        started = self.clock()
         slept = 0.0
         taken = 0
         while taken < n:
@@ -148,12 +162,12 @@ class _TokenBucket:
                 taken += part
                 continue
             needed = wait + (n - taken - part) / self.rate
-            if needed > max_wait - (time.monotonic() - started):
+            if needed > max_wait - (self.clock() - started):
                 if taken:
                     self._refund(taken)
                 raise RateLimitTimeout(n, max_wait, needed, self._where())
             pause = min(wait, self.max_sleep)
-            time.sleep(pause)
+            self.sleep(pause)
             slept += pause
         return slept
 
@@ -171,17 +185,21 @@ class RateLimiter(_TokenBucket):
     unchanged: callers treat them as transient.
     """
 
-    def __init__(self, client: redis.Redis, key: str, rate: float, burst: int) -> None:
-        super().__init__(rate, burst)
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        # The bucket itself runs on Redis time (the script's TIME): ``clock`` only
+        # measures this caller's waiting against ``max_wait``.
+        super().__init__(rate, burst, clock, sleep)
         self.client = client
         self.key = key
         self._script = client.register_script(_BUCKET)
-
-    @classmethod
-    def for_account(cls, client: redis.Redis, settings: Settings, account: str) -> RateLimiter:
-        """The limiter of a provider account, at ``send_rate`` with ``send_burst``."""
-        key = Keys(settings.redis_prefix).rate(account)
-        return cls(client, key, settings.send_rate, settings.send_burst)
 
     def _where(self) -> str:
         return self.key
@@ -204,18 +222,24 @@ class RateLimiter(_TokenBucket):
 class LocalRateLimiter(_TokenBucket):
     """The same bucket for one process (its threads included), without Redis."""
 
-    def __init__(self, rate: float, burst: int) -> None:
-        super().__init__(rate, burst)
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(rate, burst, clock, sleep)
         self._lock = threading.Lock()
         self._tokens = float(burst)
-        self._ts = time.monotonic()
+        self._ts = clock()
 
     def _where(self) -> str:
         return "(this process)"
 
     def _refill(self) -> float:
         """Bring the count up to now (the lock is held); return now."""
-        now = time.monotonic()
+        now = self.clock()
         if now > self._ts:
             self._tokens += (now - self._ts) * self.rate
             self._ts = now

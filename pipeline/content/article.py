@@ -1,0 +1,82 @@
+"""An article as the rest of Letterpress sees it: what its front matter says, checked."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from pipeline.errors import Problem
+
+SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+MAX_SLUG = 120
+FAQ_MARKER = "<!-- faq -->"
+
+FIELDS = (
+    "title", "slug", "subtitle", "summary", "category", "series", "tags", "author",
+    "published", "updated", "status", "affiliate", "disclosure", "disclaimer", "pinned",
+    "hero", "faq",
+)  # fmt: skip
+
+AffiliateMode = bool | Literal["auto"]
+
+
+@dataclass(frozen=True)
+class FAQItem:
+    question: str
+    answer: str  # Markdown
+
+
+@dataclass(frozen=True)
+class Hero:
+    src: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class Article:
+    path: str  # as shown to people, e.g. content/x.md
+    slug: str
+    title: str
+    category: str
+    body: str  # Markdown
+    body_line: int  # line of the file where the body starts
+    source_hash: str
+    modified: datetime
+    subtitle: str = ""
+    summary: str = ""
+    series: str = ""
+    tags: tuple[str, ...] = ()
+    author: str = ""
+    published: datetime | None = None
+    updated: datetime | None = None
+    status: Literal["draft", "published"] = "draft"
+    affiliate: AffiliateMode = "auto"
+    disclosure: bool = True
+    disclaimer: bool | str | None = None
+    pinned: bool = False
+    hero: Hero | None = None
+    faq: tuple[FAQItem, ...] = ()
+    field_lines: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_published(self) -> bool:
+        return self.status == "published"
+
+    @property
+    def description(self) -> str:
+        return self.summary or self.subtitle
+
+    @property
+    def date(self) -> datetime:
+        return self.updated or self.published or self.modified
+
+    def line_of(self, name: str) -> int:
+        return self.field_lines.get(name, 1)
+
+
+@dataclass
+class Parsed:
+    article: Article | None
+    problems: list[Problem]
