@@ -13,7 +13,7 @@ bad rows are planted: invalid addresses, an unknown time zone, a row with an ext
 field, an address repeated in another case; plus one empty row, which is skipped.
 
 Every measurement is a fresh process (so its peak RSS is its own) that creates an empty
-database, migrates it, times ``pipeline.audience.subscribers.import_csv`` on the file (worker
+database, migrates it, times ``pipeline.audience.imports.import_csv`` on the file (worker
 start-up and the UTF-8 check included), then times importing the same file again
 (which must change nothing). SQLite is a new file under bench/.work/subscribers/;
 PostgreSQL is a dedicated database (default ``letterpress_bench`` on the test server,
@@ -176,13 +176,13 @@ def server_cpu(engine: Any) -> dict[int, float]:
 
 def timed_import(engine: Any, path: Path) -> tuple[Any, dict[str, Any]]:
     """One import, with its wall time, CPU time (here, workers, database server) and load."""
-    from pipeline.audience import subscribers
+    from pipeline.audience import imports
 
     load = os.getloadavg()[0]
     here, workers = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
     server = server_cpu(engine)
     started = time.perf_counter()
-    report = subscribers.import_csv(engine, path)
+    report = imports.import_csv(engine, path)
     seconds = time.perf_counter() - started
     server_after = server_cpu(engine)
     return report, {

@@ -11,11 +11,18 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
+from pipeline.audience import changes, consent, exports, imports, lists
 from pipeline.audience import subscribers as subs
 from pipeline.cli.common import Context
 from pipeline.cli.subscribers import subscribers as cli
 from pipeline.errors import LetterpressError, NotFound
 from pipeline.store import db
+
+
+def set_status(engine: sa.Engine, subscriber_id: int, status: str) -> None:
+    """An editor's explicit change of status: what the admin API's PATCH and the CLI do."""
+    changes.update(engine, subscriber_id, changes.Change(status=status), via=changes.ADMIN_API)
+
 
 # -- addresses, time zones ---------------------------------------------------------------
 
@@ -80,15 +87,15 @@ def test_add_is_idempotent_and_confirm_activates_once(database_url: str) -> None
         ("offers", "weekly"),
         None,
     )
-    assert subs.confirm(engine, first) is True
+    assert consent.confirm(engine, first) is True
     confirmed = subs.get(engine, first)
     assert confirmed is not None and confirmed.status == "active"
     assert confirmed.confirmed_at is not None and confirmed.confirmed_at.tzinfo is UTC
-    assert subs.confirm(engine, first) is False
+    assert consent.confirm(engine, first) is False
     with pytest.raises(NotFound):
-        subs.confirm(engine, 999_999)
+        consent.confirm(engine, 999_999)
     with pytest.raises(NotFound):
-        subs.set_status(engine, 999_999, "bounced")
+        set_status(engine, 999_999, "bounced")
     assert subs.get(engine, "nobody@example.org") is None
 
 
@@ -108,7 +115,7 @@ def test_add_checks_its_arguments(sqlite_url: str) -> None:
         subs.add(engine, "a@example.org", attributes={"age": 42})  # type: ignore[dict-item]
     assert subs.count(engine) == 0
     with engine.begin() as conn:
-        assert subs.ensure_list(conn, "weekly") == subs.ensure_list(conn, " weekly ")
+        assert lists.ensure_list(conn, "weekly") == lists.ensure_list(conn, " weekly ")
 
 
 def test_unsubscribed_bounced_and_complained_are_sticky_against_add(database_url: str) -> None:
@@ -118,7 +125,7 @@ def test_unsubscribed_bounced_and_complained_are_sticky_against_add(database_url
         for status in ("unsubscribed", "bounced", "complained")
     }
     for status, subscriber_id in ids.items():
-        subs.set_status(engine, subscriber_id, status, reason="test")
+        set_status(engine, subscriber_id, status)
         assert subs.add(engine, f"{status}@example.org", lists=["offers"]) == subscriber_id
         found = subs.get(engine, subscriber_id)
         assert found is not None and (found.status, found.lists) == (status, ("weekly",))
@@ -138,7 +145,7 @@ def write_csv(path: Path, *lines: str, newline: str = "\r\n", bom: bool = True) 
     return path
 
 
-def problems(report: subs.ImportReport) -> list[tuple[int, str]]:
+def problems(report: imports.ImportReport) -> list[tuple[int, str]]:
     return [(p.line, p.message) for p in report.problems]
 
 
@@ -164,7 +171,7 @@ def test_every_bad_row_is_reported_with_its_line_and_the_rest_imported(
         "hal@example.org," + "x" * 201 + ",UTC,,,",  # 14
         "ivy@example.org,Ivy,UTC,a;" + "l" * 101 + ",,",  # 15
     )
-    report = subs.import_csv(engine, path)
+    report = imports.import_csv(engine, path)
     assert problems(report) == [
         (3, "'not-an-address' is not a valid email address: An email address must have an"
             " @-sign."),
@@ -202,7 +209,7 @@ def test_a_runaway_quote_is_reported_and_the_rows_after_it_imported(
     path = write_csv(
         tmp_path / "quote.csv", "email,name", 'ann@example.org,"Ann', *filler, bom=False
     )
-    report = subs.import_csv(db.engine(sqlite_url), path)
+    report = imports.import_csv(db.engine(sqlite_url), path)
     assert problems(report) == [(2, "not valid CSV: field larger than field limit (131072)")]
     assert report.new == subs.count(db.engine(sqlite_url)) > 1000
     assert subs.get(db.engine(sqlite_url), "x5999@example.org") is not None
@@ -214,7 +221,7 @@ def test_a_file_that_is_not_utf8_names_the_line_and_imports_nothing(
     path = tmp_path / "latin1.csv"
     path.write_bytes(b"email,name\nann@example.org,Ann\nbob@example.org,Jos\xe9\n")
     with pytest.raises(LetterpressError) as caught:
-        subs.import_csv(db.engine(database_url), path)
+        imports.import_csv(db.engine(database_url), path)
     assert str(caught.value).startswith(f"{path}:3: not UTF-8 (byte 0xe9 at column 20)")
     assert "save the file as UTF-8" in str(caught.value)
     assert subs.count(db.engine(database_url)) == 0
@@ -238,7 +245,7 @@ def test_a_file_without_a_usable_header_imports_nothing(
     path = tmp_path / "people.csv"
     path.write_text(content)
     with pytest.raises(LetterpressError, match=says.replace("(", "\\(").replace(")", "\\)")):
-        subs.import_csv(db.engine(sqlite_url), path)
+        imports.import_csv(db.engine(sqlite_url), path)
 
 
 def test_importing_again_changes_nothing_and_changes_only_what_differs(
@@ -248,11 +255,11 @@ def test_importing_again_changes_nothing_and_changes_only_what_differs(
     header = "email,name,time_zone,lists,plan"
     rows = [f"p{n}@example.org,Person {n},Europe/Berlin,weekly,free" for n in range(50)]
     path = write_csv(tmp_path / "people.csv", header, *rows)
-    assert subs.import_csv(engine, path).summary() == (
+    assert imports.import_csv(engine, path).summary() == (
         "imported 50 rows: 50 new, 0 updated, 0 unchanged; 0 bad rows"
     )
     before = state(engine)
-    again = subs.import_csv(engine, path)
+    again = imports.import_csv(engine, path)
     assert (again.new, again.updated, again.unchanged, again.problems) == (0, 0, 50, [])
     assert state(engine) == before
     with engine.connect() as conn:
@@ -264,7 +271,7 @@ def test_importing_again_changes_nothing_and_changes_only_what_differs(
     rows[3] = "p3@example.org,Person 3,Europe/Berlin,weekly;offers,free"  # one more list
     rows[4] = "p4@example.org,Person 4,Europe/Berlin,weekly,pro"  # a new attribute value
     rows[5] = "p5@example.org,,,,"  # empty cells never erase what is known
-    changed = subs.import_csv(engine, write_csv(tmp_path / "changed.csv", header, *rows))
+    changed = imports.import_csv(engine, write_csv(tmp_path / "changed.csv", header, *rows))
     assert (changed.new, changed.updated, changed.unchanged) == (0, 4, 46)
     after = state(engine)
     assert after["p1@example.org"][0] == "Someone Else"
@@ -283,14 +290,14 @@ def test_unsubscribed_bounced_and_complained_are_never_reactivated_by_an_import(
     engine = db.engine(database_url)
     header = "email,name,lists"
     rows = ["un@example.org,Un,weekly", "bo@example.org,Bo,weekly", "co@example.org,Co,weekly"]
-    subs.import_csv(engine, write_csv(tmp_path / "a.csv", header, *rows))
+    imports.import_csv(engine, write_csv(tmp_path / "a.csv", header, *rows))
     for address, status in (("un", "unsubscribed"), ("bo", "bounced"), ("co", "complained")):
         found = subs.get(engine, f"{address}@example.org")
         assert found is not None
-        subs.set_status(engine, found.id, status, reason="from a webhook")
+        set_status(engine, found.id, status)
     pending = subs.add(engine, "pe@example.org", lists=["weekly"])  # signed up, unconfirmed
     rows = [r.replace(",weekly", ",weekly;offers").replace(",Un,", ",New Name,") for r in rows]
-    report = subs.import_csv(
+    report = imports.import_csv(
         engine, write_csv(tmp_path / "b.csv", header, *rows, "pe@example.org,Pe,weekly")
     )
     assert report.summary() == (
@@ -310,8 +317,8 @@ def test_a_status_column_opts_people_out_but_never_demotes_to_pending(
     database_url: str, tmp_path: Path
 ) -> None:
     engine = db.engine(database_url)
-    subs.import_csv(engine, write_csv(tmp_path / "a.csv", "email", "a@example.org", "b@x.org"))
-    report = subs.import_csv(
+    imports.import_csv(engine, write_csv(tmp_path / "a.csv", "email", "a@example.org", "b@x.org"))
+    report = imports.import_csv(
         engine,
         write_csv(
             tmp_path / "b.csv",
@@ -338,28 +345,28 @@ def test_list_option_puts_everyone_imported_on_the_list(database_url: str, tmp_p
     subs.add(engine, "gone@example.org", status="active")
     gone = subs.get(engine, "gone@example.org")
     assert gone is not None
-    subs.set_status(engine, gone.id, "unsubscribed")
+    set_status(engine, gone.id, "unsubscribed")
     path = write_csv(tmp_path / "a.csv", "email,lists", "a@example.org,", "b@example.org,other",
                      "gone@example.org,")  # fmt: skip
-    report = subs.import_csv(engine, path, list_name="spring-sale")
+    report = imports.import_csv(engine, path, list_name="spring-sale")
     assert (report.new, report.kept["unsubscribed"]) == (2, 1)
     assert subs.count(engine, list_name="spring-sale") == 2
     assert subs.count(engine, list_name="other") == 1
     with pytest.raises(ValueError, match="contains ';'"):
-        subs.import_csv(engine, path, list_name="a;b")
+        imports.import_csv(engine, path, list_name="a;b")
 
 
 def test_large_import_in_worker_processes_finds_repeats_across_batches(
     database_url: str, tmp_path: Path
 ) -> None:
     engine = db.engine(database_url)
-    count = subs.WRITE_ROWS + 2000  # two write batches, six validation chunks
+    count = imports.WRITE_ROWS + 2000  # two write batches, six validation chunks
     rows = [f"user{n}@example.org,User {n},UTC,weekly,{n % 3}" for n in range(count)]
     rows[count - 5] = "USER7@example.org,Again,UTC,,"  # repeats line 9, one batch later
     rows[count - 4] = "broken"
     path = write_csv(tmp_path / "big.csv", "email,name,time_zone,lists,tier", *rows)
     seen: list[int] = []
-    report = subs.import_csv(engine, path, progress=seen.append, processes=2)
+    report = imports.import_csv(engine, path, progress=seen.append, processes=2)
     assert problems(report) == [
         (count - 3, "user7@example.org is repeated: it is already on line 9"),
         (count - 2, "1 fields where the header has 5 (a missing or extra comma, or an"
@@ -410,16 +417,16 @@ def test_an_export_imports_back_into_the_same_state(database_url: str, tmp_path:
              attributes={"Company": "Bo, Inc.", "note": "émoji 🎉"})  # fmt: skip
     subs.add(engine, "cy@example.org", status="active", lists=["offers"])
     gone = subs.add(engine, "gone@example.org", status="active", lists=["weekly"])
-    subs.set_status(engine, gone, "complained")
+    set_status(engine, gone, "complained")
     subs.add(engine, "nolists@example.org", name="Nobody")
     subs.add(engine, "=1+x@example.org", name='=HYPERLINK("http://evil.example/")',
              attributes={"@cmd": "+1", "note": "'-2"})  # fmt: skip
     path = write_csv(tmp_path / "more.csv", "email,name,tier", "dee@example.org,Dee,gold")
-    subs.import_csv(engine, path)
+    imports.import_csv(engine, path)
     before = state(engine)
 
     out = io.StringIO()
-    assert subs.export_csv(engine, out) == 7
+    assert exports.export_csv(engine, out) == 7
     exported = out.getvalue()
     assert exported.splitlines()[0] == (
         "email,name,status,time_zone,lists,created_at,confirmed_at,'@cmd,Company,note,plan,tier"
@@ -430,13 +437,13 @@ def test_an_export_imports_back_into_the_same_state(database_url: str, tmp_path:
     assert ",'+1," in formula and ",''-2," in formula
     second = db.engine(fresh(database_url, tmp_path))
     (tmp_path / "export.csv").write_text(exported, encoding="utf-8", newline="")
-    report = subs.import_csv(second, tmp_path / "export.csv")
+    report = imports.import_csv(second, tmp_path / "export.csv")
     assert (report.new, report.problems) == (7, [])
     assert state(second) == before
     again = io.StringIO()
-    subs.export_csv(second, again)
+    exports.export_csv(second, again)
     assert again.getvalue() == exported
-    assert subs.import_csv(second, tmp_path / "export.csv").unchanged == 6  # + 1 kept
+    assert imports.import_csv(second, tmp_path / "export.csv").unchanged == 6  # + 1 kept
 
 
 def test_export_selects_by_list_and_status(database_url: str) -> None:
@@ -445,15 +452,15 @@ def test_export_selects_by_list_and_status(database_url: str) -> None:
     subs.add(engine, "b@example.org", lists=["weekly", "offers"])
     subs.add(engine, "c@example.org", lists=["offers"], attributes={"plan": "pro"})
     out = io.StringIO()
-    assert subs.export_csv(engine, out, list_name="weekly", status="pending") == 1
+    assert exports.export_csv(engine, out, list_name="weekly", status="pending") == 1
     lines = out.getvalue().splitlines()
     assert lines[0] == "email,name,status,time_zone,lists,created_at,confirmed_at"
     assert lines[1].startswith("b@example.org,,pending,UTC,offers;weekly,")
     out = io.StringIO()
-    assert subs.export_csv(engine, out, list_name="offers") == 2
+    assert exports.export_csv(engine, out, list_name="offers") == 2
     assert out.getvalue().splitlines()[0].endswith(",confirmed_at,plan")
     with pytest.raises(NotFound, match="no list named 'daily'"):
-        subs.export_csv(engine, io.StringIO(), list_name="daily")
+        exports.export_csv(engine, io.StringIO(), list_name="daily")
 
 
 # -- the command line ---------------------------------------------------------------------
@@ -547,7 +554,7 @@ def test_times_from_a_file_are_kept_and_read_as_utc_without_an_offset(
         "a@example.org,2024-05-01T09:30:00+02:00,2024-05-02 10:00:00",
         "b@example.org,yesterday,",
     )
-    report = subs.import_csv(engine, path)
+    report = imports.import_csv(engine, path)
     assert problems(report) == [
         (3, "'yesterday' is not an ISO 8601 time (2024-05-01T09:30:00+00:00)")
     ]

@@ -20,12 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from pipeline.audience.subscribers import (
-    check_list_name,
-    check_time_zone,
-    ensure_list,
-    normalise_email,
-)
+from pipeline.audience.lists import check_list_name, ensure_list
+from pipeline.audience.subscribers import check_time_zone, normalise_email
 from pipeline.audience.tokens import Signer
 from pipeline.errors import NotFound
 from pipeline.render.templating import environment, site_context

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pipeline.render.emails import personalise
+from pipeline.merge import personalise
 from pipeline.settings import Settings
 from pipeline.store import db
 
