@@ -18,11 +18,18 @@ import pytest
 import redis
 import requests
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from pipeline.audience import changes, exports, lists
 from pipeline.audience import subscribers as subs
+from pipeline.cli.common import Context
+from pipeline.cli.main import main as cli
+from pipeline.cli.subscribers import subscribers as subscribers_cli
+from pipeline.sending.parts import SendingParts
 from pipeline.store import db
+from tests.cluster import wait_for
 from tests.conftest import CONTENT, SEEDS, postgres_database
-from tests.service import ADMIN_TOKEN, RunningService, running_service
+from tests.service import ADMIN_TOKEN, SECRET, RunningService, running_service
 
 API = "/api/admin"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -333,10 +340,10 @@ def test_patch_changes_only_what_is_given(admin: Admin) -> None:
     assert changed["paused"] is True
     assert changed["time_zone"] == "America/New_York"
     assert changed["lists"] == sorted([second, third])
-    assert changed["events"][0]["kind"] == "admin"
+    assert changed["events"][0]["kind"] == "changed"
     assert changed["events"][0]["detail"] == (
-        f"name changed; status pending -> active; paused; time zone America/New_York;"
-        f" joined {third}; left {first}"
+        f"admin API: name changed; status pending -> active; paused; time zone"
+        f" America/New_York; joined {third}; left {first}"
     )
     with admin.engine.connect() as conn:
         paused = conn.scalar(
@@ -359,6 +366,54 @@ def test_patch_changes_only_what_is_given(admin: Admin) -> None:
     refused(admin.patch(path, {"email": "new@example.org"}), 422)
     refused(admin.patch(path, {"paused": "sometimes"}), 422)
     refused(admin.patch("/subscribers/999999999", {"name": "x"}), 404, "no subscriber")
+
+
+def _cli(admin: Admin, tmp_path: Path, *args: str) -> str:
+    """``letterpress subscribers ARGS`` on the service's database; its output."""
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    result = CliRunner().invoke(
+        subscribers_cli,
+        list(args),
+        obj=Context(config),
+        env={"DATABASE_URL": admin.svc.settings.database_url},
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _events(admin: Admin, subscriber_id: int, via: str) -> list[tuple[str, str]]:
+    """The subscriber's events, oldest first, with the edge that made each one as VIA."""
+    events = admin.get(f"/subscribers/{subscriber_id}").json()["events"]
+    return [(e["kind"], e["detail"].replace(via, "VIA", 1)) for e in reversed(events)]
+
+
+def test_the_admin_api_and_the_command_line_record_the_same_event(
+    admin: Admin, tmp_path: Path
+) -> None:
+    weekly, offers = unique("weekly"), unique("offers")
+    by_api = admin.add(email=address("api"), name="Ann", lists=[weekly])["id"]
+    email = address("cli")
+    _cli(admin, tmp_path, "add", email, "--name", "Ann", "--list", weekly, "--status", "active")
+    found = subs.get(admin.engine, email)
+    assert found is not None
+    by_cli = found.id
+    added = [("added", f"VIA, active; lists: {weekly}")]
+    assert _events(admin, by_api, changes.ADMIN_API) == added
+    assert _events(admin, by_cli, changes.COMMAND_LINE) == added
+
+    # Joining a list: the admin API's PATCH, the command line's add of a known address.
+    admin.patch(f"/subscribers/{by_api}", {"add_lists": [offers]}).raise_for_status()
+    assert "already subscribed" in _cli(admin, tmp_path, "add", email, "--list", offers)
+    joined = [*added, ("changed", f"VIA: joined {offers}")]
+    assert _events(admin, by_api, changes.ADMIN_API) == joined
+    assert _events(admin, by_cli, changes.COMMAND_LINE) == joined
+
+    # Nothing changes, nothing is recorded, by either.
+    admin.patch(f"/subscribers/{by_api}", {"add_lists": [offers]}).raise_for_status()
+    _cli(admin, tmp_path, "add", email, "--list", offers)
+    assert _events(admin, by_api, changes.ADMIN_API) == joined
+    assert _events(admin, by_cli, changes.COMMAND_LINE) == joined
 
 
 def test_delete_erases_the_subscriber(admin: Admin) -> None:
@@ -428,7 +483,7 @@ def _insert_subscribers(engine: sa.Engine, list_name: str, count: int) -> None:
     now = db.now()
     tag = uuid.uuid4().hex[:10]
     with engine.begin() as conn:
-        list_id = subs.ensure_list(conn, list_name)
+        list_id = lists.ensure_list(conn, list_name)
         rows = [
             {
                 "email": f"bulk-{tag}-{n}@example.org",
@@ -468,11 +523,11 @@ def test_csv_export_streams_what_the_cli_writes(admin: Admin) -> None:
     assert "content-length" not in answer.headers  # streamed
     assert len(answer.content) > 128 * 1024
     expected = io.StringIO()
-    assert subs.export_csv(admin.engine, expected, list_name=list_name) == 1502
+    assert exports.export_csv(admin.engine, expected, list_name=list_name) == 1502
     assert answer.content.decode("utf-8") == expected.getvalue()
 
     rows = list(csv.DictReader(io.StringIO(answer.text)))
-    assert list(rows[0]) == [*subs.EXPORT_COLUMNS, "n", "plan", "source"]
+    assert list(rows[0]) == [*exports.EXPORT_COLUMNS, "n", "plan", "source"]
     by_email = {row["email"]: row for row in rows}
     assert by_email[ann["email"]]["name"] == 'Ann, of the "Quotes"'
     assert by_email[ann["email"]]["plan"] == "gold"
@@ -872,3 +927,58 @@ def test_bad_input_never_gets_a_server_error(admin: Admin) -> None:
         )
         assert answer.headers["content-type"] == "application/json"
     assert "Traceback" not in admin.svc.output()
+
+
+# -- the same behaviour with and without Redis ------------------------------------------------
+
+
+class _Hold:
+    """A dispatcher that keeps what it is given: the batches stay pending, as when the
+    workers have not taken them yet."""
+
+    def enqueue(self, batch_ids: object) -> None:
+        pass
+
+
+def _paused_mid_send(admin: Admin, parts: SendingParts) -> int:
+    """An issue to one new reader that started (its batch made, not sent) and was paused."""
+    reader = admin.add(lists=[unique("solo")])
+    issue_id = int(admin.issue(audience=reader["lists"])["id"])
+    assert admin.post(f"/issues/{issue_id}/schedule", {"at": "now"}).status_code == 200
+    assert parts.start_due(_Hold()) == [issue_id]
+    assert admin.post(f"/issues/{issue_id}/pause").json()["status"] == "paused"
+    return issue_id
+
+
+def test_without_redis_the_admin_api_and_the_cli_both_send_a_resumed_issue(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Without a broker the CLI sends the resumed batches itself; the admin API does the
+    same (after its answer) instead of leaving them to a sweep that may never run."""
+    with (
+        running_service(tmp_path, sqlite_url, None, settings={"content_dir": str(CONTENT)}) as svc,
+        requests.Session() as session,
+    ):
+        session.headers["authorization"] = f"Bearer {ADMIN_TOKEN}"
+        admin = Admin(svc, session, "")
+        parts = SendingParts(svc.settings)
+        by_api, by_cli = _paused_mid_send(admin, parts), _paused_mid_send(admin, parts)
+
+        assert admin.post(f"/issues/{by_api}/resume").status_code == 200
+        config = tmp_path / "service.toml"
+        env = {"DATABASE_URL": sqlite_url, "LETTERPRESS_SECRET_KEY": SECRET}
+        resumed = CliRunner().invoke(
+            cli, ["--config", str(config), "issue", "resume", str(by_cli)], env=env
+        )
+        assert resumed.exit_code == 0, resumed.output
+
+        def finished(issue_id: int) -> dict[str, Any] | None:
+            body = dict(admin.get(f"/issues/{issue_id}").json())
+            return body if body["status"] == "sent" else None
+
+        api = wait_for(lambda: finished(by_api), 30, f"issue {by_api} to be sent")
+        done = wait_for(lambda: finished(by_cli), 5, f"issue {by_cli} to be sent")
+        assert api["progress"] == done["progress"]
+        assert (api["progress"]["sent"], api["progress"]["failed"]) == (1, 0)
+        for issue_id in (by_api, by_cli):
+            assert len(list((svc.settings.outbox_dir / f"issue-{issue_id}").glob("*.eml"))) == 1

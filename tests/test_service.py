@@ -21,9 +21,11 @@ import requests
 import sqlalchemy as sa
 
 from pipeline.render.hot import Engagement
-from pipeline.sending import delivery, issues
+from pipeline.sending import issues
 from pipeline.sending.issues import ArticleRef
 from pipeline.sending.parts import SendingParts
+from pipeline.sending.prepare import prepare
+from pipeline.sending.sender import unsubscribe_list
 from pipeline.store import db
 from tests.cluster import seed_subscribers
 from tests.conftest import CONTENT, SEEDS
@@ -106,7 +108,7 @@ def send_issue(
     )
     issues.schedule(rt.engine, issue_id, None)
     assert issues.claim_due(rt.engine, timedelta(hours=6)) == [issue_id]
-    batches = delivery.prepare(rt.engine, rt.settings, rt.catalog(), issue_id, rt.batch_size)
+    batches = prepare(rt.engine, rt.settings, rt.catalog(), issue_id, rt.batch_size)
     for batch in batches[:1] if first_batch_only else batches:
         assert rt.sender.send_batch(batch).status == "sent"
     return issue_id, batches, rt
@@ -299,7 +301,7 @@ def test_an_unsubscribe_is_honoured_from_the_next_batch_of_a_running_send(
     issue_id, batches, rt = send_issue(svc, first_batch_only=True)
     assert len(batches) == 3
     # The first 50 have their email; reader110, in the last batch, leaves meanwhile.
-    token = svc.signer.sign("unsubscribe", 110, delivery.unsubscribe_list(svc.engine, issue_id))
+    token = svc.signer.sign("unsubscribe", 110, unsubscribe_list(svc.engine, issue_id))
     assert requests.post(f"{svc.url}/unsubscribe/{token}", data=ONE_CLICK, timeout=10).ok
     for batch in batches[1:]:
         assert rt.sender.send_batch(batch).status == "sent"

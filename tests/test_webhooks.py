@@ -26,10 +26,11 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pipeline.audience import feedback, subscribers
-from pipeline.sending import delivery, issues
+from pipeline.audience import subscribers, webhooks
+from pipeline.sending import issues
 from pipeline.sending.issues import ArticleRef
 from pipeline.sending.parts import SendingParts
+from pipeline.sending.prepare import prepare
 from pipeline.store import db
 from tests.conftest import CONTENT, SEEDS, postgres_database
 from tests.service import (
@@ -146,7 +147,7 @@ def sent(svc: RunningService) -> Iterator[Sent]:
     issue = issues.create(rt.engine, subject="Webhooks", audience=("readers",), articles=ARTICLES)
     issues.schedule(rt.engine, issue, None)
     assert issues.claim_due(rt.engine, timedelta(hours=6)) == [issue]
-    batches = delivery.prepare(rt.engine, rt.settings, rt.catalog(), issue, rt.batch_size)
+    batches = prepare(rt.engine, rt.settings, rt.catalog(), issue, rt.batch_size)
     assert {rt.sender.send_batch(b).status for b in batches} == {"sent"}
     try:
         yield Sent(issue, ids, rt)
@@ -730,7 +731,7 @@ def test_an_address_that_bounces_during_a_send_is_skipped(
     issue = issues.create(rt.engine, subject="Second", audience=("later",), articles=ARTICLES)
     issues.schedule(rt.engine, issue, None)
     assert issues.claim_due(rt.engine, timedelta(hours=6)) == [issue]
-    batches = delivery.prepare(rt.engine, rt.settings, rt.catalog(), issue, 1)
+    batches = prepare(rt.engine, rt.settings, rt.catalog(), issue, 1)
     with rt.engine.connect() as conn:
         ranges = dict(
             conn.execute(
@@ -791,4 +792,4 @@ def test_a_provider_without_its_secret_answers_404_and_a_bad_key_503(
         assert "SENDGRID_WEBHOOK_PUBLIC_KEY" in answer.json()["detail"]
         assert "bm90IGEga2V5" not in bare.output()
         unset = bare.settings.model_copy(update={"sendgrid_webhook_public_key": ""})
-        assert "SENDGRID_WEBHOOK_PUBLIC_KEY" in (feedback.not_configured(unset, "sendgrid") or "")
+        assert "SENDGRID_WEBHOOK_PUBLIC_KEY" in (webhooks.not_configured(unset, "sendgrid") or "")

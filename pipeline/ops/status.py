@@ -184,7 +184,10 @@ def _issue_lines(line: IssueLine) -> Iterator[str]:
         yield f"    rate {line.rate:,.0f}/s  time left {_duration(line.seconds_left)}"
 
 
-def metrics(report: Report) -> Iterator[tuple[str, str, dict[str, str], float]]:
+Figure = tuple[str, str, dict[str, str], float]  # (name, help, labels, value)
+
+
+def metrics(report: Report) -> Iterator[Figure]:
     """(name, help, labels, value) for every figure of the report."""
     if report.queues is not None and report.queues.reachable:
         for name, n in report.queues.queues.items():
@@ -223,26 +226,30 @@ def metrics(report: Report) -> Iterator[tuple[str, str, dict[str, str], float]]:
     for status, n in report.totals.items():
         yield ("letterpress_issues", "Issues by status", {"status": status}, n)
     for line in report.sending:
-        i, p = line.issue, line.issue.progress
-        labels = {"issue": str(i.id), "status": i.status}
-        for what, value in (
-            ("recipients", p.recipients),
-            ("queued", p.queued),
-            ("sent", p.sent),
-            ("failed", p.failed),
-            ("skipped", p.skipped),
-        ):
-            yield (
-                f"letterpress_issue_{what}",
-                f"Recipients of a sending issue: {what}",
-                labels,
-                value,
-            )
-        yield ("letterpress_issue_rate", "Recipients settled per second", labels, line.rate)
-        if line.seconds_left is not None:
-            yield (
-                "letterpress_issue_seconds_left",
-                "Estimated time to finish",
-                labels,
-                line.seconds_left,
-            )
+        yield from _issue_metrics(line)
+
+
+def _issue_metrics(line: IssueLine) -> Iterator[Figure]:
+    i, p = line.issue, line.issue.progress
+    labels = {"issue": str(i.id), "status": i.status}
+    for what, value in (
+        ("recipients", p.recipients),
+        ("queued", p.queued),
+        ("sent", p.sent),
+        ("failed", p.failed),
+        ("skipped", p.skipped),
+    ):
+        yield (
+            f"letterpress_issue_{what}",
+            f"Recipients of a sending issue: {what}",
+            labels,
+            value,
+        )
+    yield ("letterpress_issue_rate", "Recipients settled per second", labels, line.rate)
+    if line.seconds_left is not None:
+        yield (
+            "letterpress_issue_seconds_left",
+            "Estimated time to finish",
+            labels,
+            line.seconds_left,
+        )

@@ -1,6 +1,6 @@
-"""The application: one ``Service`` (settings, database, Redis, signer, provider) per
-process, the routers, and what every answer gets (size limit, security headers, errors
-without a stack trace).
+"""The application: the routers and what every answer gets (size limit, security
+headers, errors without a stack trace), around one ``Service`` per process
+(``pipeline.web.service``).
 
 ``create_app(settings)`` builds it for tests and embedding; ``letterpress serve`` runs
 ``app_from_environment`` in uvicorn's worker processes, which read the settings the
@@ -11,40 +11,21 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
 
-import jinja2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from sqlalchemy.engine import Engine
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline.audience.tokens import Signer
-from pipeline.audience.tracking import LinkCache
-from pipeline.content.store import FileContentStore
-from pipeline.errors import NotFound
-from pipeline.render.hot import Engagement
-from pipeline.render.templating import environment, site_context
-from pipeline.sending.providers import create as create_provider
+from pipeline.broker import Edge
+from pipeline.ops import health
 from pipeline.sending.providers.base import Provider
 from pipeline.settings import Settings, load_settings
-from pipeline.store import db
-from pipeline.web.limits import Limits
-from pipeline.web.writer import GroupWriter
+from pipeline.web import admin, hooks, pages, public
+from pipeline.web.forms import Utf8Forms
+from pipeline.web.service import ASGIApp, Message, Receive, Scope, Send, Service, current
 
 log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -52,88 +33,6 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
-PAGE_CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
-    " frame-ancestors 'none'; base-uri 'none'"
-)
-
-
-@dataclass
-class Service:
-    """What the handlers share in one server process."""
-
-    settings: Settings
-    engine: Engine
-    redis: Any | None
-    provider_override: Provider | None = None
-    _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
-    list_names: dict[int, str] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @cached_property
-    def signer(self) -> Signer:
-        return Signer.from_settings(self.settings)
-
-    @cached_property
-    def templates(self) -> jinja2.Environment:
-        return environment(self.settings.templates_dir)
-
-    @cached_property
-    def links(self) -> LinkCache:
-        return LinkCache(self.engine)
-
-    @cached_property
-    def writer(self) -> GroupWriter:
-        return GroupWriter(self.engine, self.settings, self.engagement)
-
-    @cached_property
-    def limits(self) -> Limits:
-        return Limits(
-            self.redis, self.settings.redis_prefix, self.settings.secret_key.get_secret_value()
-        )
-
-    @cached_property
-    def engagement(self) -> Engagement | None:
-        return Engagement(self.redis, self.settings) if self.redis is not None else None
-
-    @cached_property
-    def provider(self) -> Provider:
-        return self.provider_override or create_provider(self.settings)
-
-    def article_slugs(self) -> frozenset[str]:
-        """The published articles' slugs (page views count for these only), re-read
-        from the content store every five minutes."""
-        loaded, slugs = self._slugs
-        if time.monotonic() - loaded < 300 and loaded:
-            return slugs
-        with self._lock:
-            try:
-                catalog = FileContentStore(self.settings.content_dir, self.settings).catalog()
-                slugs = frozenset(a.slug for a in catalog.published())
-            except NotFound:
-                slugs = frozenset()
-            self._slugs = (time.monotonic(), slugs)
-        return slugs
-
-    def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        html = self.templates.get_template(f"service/{name}").render(
-            **site_context(self.settings), **context
-        )
-        return HTMLResponse(html, status_code=status, headers=page_headers())
-
-
-def page_headers() -> dict[str, str]:
-    return {"content-security-policy": PAGE_CSP, "cache-control": "no-store"}
-
-
-def current(request: Request) -> Service:
-    svc: Service = request.app.state.service
-    return svc
-
-
-async def service(request: Request) -> Service:
-    """The dependency; async, so FastAPI calls it in the event loop, not a thread."""
-    return current(request)
 
 
 class BodyLimit:
@@ -196,28 +95,19 @@ class FastPaths:
     unknown link, a malformed path) goes on to the application, which answers it."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
-        from pipeline.web.public import (  # public imports this module
-            REDIRECT_HEADERS,
-            follow,
-            one_click,
-        )
-
         self.app = app
         self.service = service
-        self.follow = follow
-        self.one_click = one_click
-        self.redirect_headers = REDIRECT_HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path, method = scope["path"], scope["method"]
             if method == "GET" and (m := _CLICK.fullmatch(path)):
                 agent = dict(scope.get("headers") or []).get(b"user-agent", b"")
-                url = await self.follow(
+                url = await public.follow(
                     self.service, m.group(1), int(m.group(2)), agent.decode("latin-1")
                 )
                 if url is not None:
-                    redirect = RedirectResponse(url, 302, headers=self.redirect_headers)
+                    redirect = RedirectResponse(url, 302, headers=public.REDIRECT_HEADERS)
                     await redirect(scope, receive, send)
                     return
             elif method == "POST" and (m := _UNSUBSCRIBE.fullmatch(path)):
@@ -226,7 +116,7 @@ class FastPaths:
                     message = await receive()  # the body (List-Unsubscribe=One-Click)
                     while message.get("more_body"):
                         message = await receive()
-                    page = await self.one_click(self.service, claim)
+                    page = await public.one_click(self.service, claim)
                     await page(scope, receive, send)
                     return
         await self.app(scope, receive, send)
@@ -259,9 +149,12 @@ def _wants_json(request: Request) -> bool:
     )
 
 
-def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
-    """The application for these settings (the database must be migrated)."""
-    engine = db.require_current(settings.database_url)
+def create_app(
+    settings: Settings, provider: Provider | None = None, edge: Edge | None = None
+) -> FastAPI:
+    """The application for these settings (the database must be migrated); ``edge``
+    says how to reach the workers (``workers.edge`` hands it in)."""
+    engine = health.database(settings)
     redis = None
     if settings.redis_url:
         import redis as redis_lib
@@ -279,14 +172,25 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.service = Service(settings, engine, redis, provider)
-
-    from pipeline.web import admin, hooks, public
-
+    app.state.service = Service(settings, engine, redis, provider, edge or Edge())
+    app.state.service.broker  # noqa: B018 -- REDIS_URL without the Celery side fails here, not later
     app.include_router(public.hot)
     app.include_router(public.router)
+    app.include_router(pages.router)
     app.include_router(hooks.router)
     app.include_router(admin.router)
+    _answer_errors(app)
+    app.add_middleware(Utf8Forms, service=app.state.service)
+    app.add_middleware(FastPaths, service=app.state.service)
+    app.add_middleware(
+        BodyLimit, limit=settings.max_body_bytes, webhook_limit=settings.webhook_max_body_bytes
+    )
+    return app
+
+
+def _answer_errors(app: FastAPI) -> None:
+    """Errors as JSON for the API and webhooks, as a page for a browser; a bare 500 for
+    anything unexpected."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -313,17 +217,9 @@ def create_app(settings: Settings, provider: Provider | None = None) -> FastAPI:
         # uvicorn logs the exception itself; the client learns nothing of it.
         return JSONResponse({"detail": "internal error; it has been logged"}, 500)
 
-    from pipeline.web.forms import Utf8Forms
 
-    app.add_middleware(Utf8Forms, service=app.state.service)
-    app.add_middleware(FastPaths, service=app.state.service)
-    app.add_middleware(
-        BodyLimit, limit=settings.max_body_bytes, webhook_limit=settings.webhook_max_body_bytes
-    )
-    return app
-
-
-def app_from_environment() -> FastAPI:
-    """The factory uvicorn's workers call (``letterpress serve``)."""
+def app_from_environment(edge: Edge | None = None) -> FastAPI:
+    """The factory uvicorn's workers call (``letterpress serve``, through
+    ``workers.edge.service_from_environment``, which hands in the edge)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return create_app(load_settings())
+    return create_app(load_settings(), edge=edge)

@@ -26,7 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
-    from pipeline.web.app import ASGIApp, Message, Receive, Scope, Send, Service
+    from pipeline.web.service import ASGIApp, Message, Receive, Scope, Send, Service
 
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 

@@ -4,7 +4,7 @@
     POST /webhooks/sendgrid   SendGrid's signed Event Webhook (a batch of events)
     POST /webhooks/postmark   Postmark's webhooks, with HTTP Basic credentials
 
-The raw body is verified before anything is read from it (``pipeline.audience.feedback``), and
+The raw body is verified before anything is read from it (``pipeline.audience.webhooks``), and
 a request's events are applied in one transaction: a retried request changes nothing,
 and a refused one changes nothing at all. A provider whose secret is not configured
 answers 404 and says which setting to set.
@@ -21,9 +21,9 @@ from fastapi.security import HTTPBasic
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.audience import feedback
+from pipeline.audience import feedback, webhooks
 from pipeline.errors import ConfigError
-from pipeline.web.app import Service, service
+from pipeline.web.service import Service, service
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -95,14 +95,14 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _configured(svc: Service, provider: str) -> None:
-    missing = feedback.not_configured(svc.settings, provider)
+    missing = webhooks.not_configured(svc.settings, provider)
     if missing:
         raise HTTPException(404, missing)
 
 
 class RawBasic(HTTPBasic):
     """HTTP Basic in the OpenAPI document; the header itself goes to
-    ``feedback.check_postmark_credentials``, which parses and checks it."""
+    ``webhooks.check_postmark_credentials``, which parses and checks it."""
 
     async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
         return request.headers.get("authorization")
@@ -121,12 +121,12 @@ PostmarkAuth = Annotated[
 ]
 
 
-def _run(svc: Service, provider: str, verify: Callable[..., feedback.Batch], *args: Any) -> Applied:
+def _run(svc: Service, provider: str, verify: Callable[..., webhooks.Batch], *args: Any) -> Applied:
     """Verify and apply, in a worker thread (both touch the database or burn CPU)."""
     try:
         batch = verify(*args)
         done = feedback.apply(svc.engine, svc.settings, provider, batch.events, nonce=batch.nonce)
-    except feedback.WebhookRefused as exc:
+    except webhooks.WebhookRefused as exc:
         log.warning("%s webhook refused (%d): %s", provider, exc.status, exc.message)
         raise HTTPException(exc.status, exc.message, headers=exc.headers or None) from None
     except ConfigError as exc:
@@ -150,7 +150,7 @@ def _run(svc: Service, provider: str, verify: Callable[..., feedback.Batch], *ar
 async def mailgun(svc: Svc, request: Request) -> Applied:
     _configured(svc, "mailgun")
     body = await request.body()
-    return await run_in_threadpool(_run, svc, "mailgun", feedback.mailgun, body, svc.settings)
+    return await run_in_threadpool(_run, svc, "mailgun", webhooks.mailgun, body, svc.settings)
 
 
 @router.post(
@@ -174,17 +174,17 @@ async def sendgrid(
     request: Request,
     signature: Annotated[
         str | None,
-        Header(alias=feedback.SENDGRID_SIGNATURE, description="Base64 DER ECDSA signature"),
+        Header(alias=webhooks.SENDGRID_SIGNATURE, description="Base64 DER ECDSA signature"),
     ] = None,
     timestamp: Annotated[
         str | None,
-        Header(alias=feedback.SENDGRID_TIMESTAMP, description="Unix time"),
+        Header(alias=webhooks.SENDGRID_TIMESTAMP, description="Unix time"),
     ] = None,
 ) -> Applied:
     _configured(svc, "sendgrid")
     body = await request.body()
     return await run_in_threadpool(
-        _run, svc, "sendgrid", feedback.sendgrid, body, signature, timestamp, svc.settings
+        _run, svc, "sendgrid", webhooks.sendgrid, body, signature, timestamp, svc.settings
     )
 
 
@@ -205,5 +205,5 @@ async def postmark(svc: Svc, request: Request, authorization: PostmarkAuth = Non
     _configured(svc, "postmark")
     body = await request.body()
     return await run_in_threadpool(
-        _run, svc, "postmark", feedback.postmark, body, authorization, svc.settings
+        _run, svc, "postmark", webhooks.postmark, body, authorization, svc.settings
     )

@@ -1,5 +1,6 @@
 """What subscribers and their mail clients reach: sign-up, confirmation, unsubscribe,
-preferences, their data, the issue archive, click redirects and page views.
+preferences, their data, click redirects and page views (the archive and the other
+pages that act for nobody are in ``pages``).
 
 Every link that acts for a subscriber carries a signed token (``pipeline.audience.tokens``); a
 GET never changes anything (link scanners follow GETs), a POST does. No cookies: the
@@ -15,20 +16,17 @@ import zoneinfo
 from functools import cache
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.audience import consent, tracking
+from pipeline.audience import consent, directory, tracking
 from pipeline.audience.subscribers import normalise_email
 from pipeline.audience.tokens import Claim
 from pipeline.errors import NotFound
-from pipeline.sending.delivery import WEB_VARIANT
 from pipeline.sending.providers.base import ProviderError
-from pipeline.store import db
-from pipeline.web.app import Service, page_headers, service
+from pipeline.web.service import Service, page_headers, service
 from pipeline.web.writer import Unsubscribe
 
 log = logging.getLogger(__name__)
@@ -38,13 +36,8 @@ hot = APIRouter()
 Svc = Annotated[Service, Depends(service)]
 
 INVALID_LINK = "This link is not valid, or it has expired."
-MAX_ID = 2**63 - 1  # the largest id the databases store
 Token = Annotated[str, Path(max_length=80)]
 Position = Annotated[int, Path(ge=0, le=9999)]
-ISSUE_PAGE_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:;"
-    " frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-)
 
 
 def _claim(svc: Service, purpose: str, token: str, max_hours: float | None = None) -> Claim:
@@ -69,28 +62,6 @@ def _masked(email: str) -> str:
 @cache
 def _time_zones() -> list[str]:
     return sorted(z for z in zoneinfo.available_timezones() if "/" in z or z == "UTC")
-
-
-# -- health and style -----------------------------------------------------------------------
-
-
-@router.get("/healthz", tags=["operations"], summary="Liveness and database check")
-def healthz(svc: Svc) -> dict[str, str]:
-    with svc.engine.connect() as conn:
-        conn.execute(sa.text("SELECT 1"))
-    return {"status": "ok"}
-
-
-@router.get("/service.css", include_in_schema=False)
-def stylesheet(svc: Svc) -> Response:
-    css = (svc.settings.templates_dir / "service" / "service.css").read_text(encoding="utf-8")
-    return Response(css, media_type="text/css", headers={"cache-control": "public, max-age=3600"})
-
-
-@router.get("/favicon.ico", include_in_schema=False)
-def favicon() -> Response:
-    # Browsers ask for it on every page; "no icon", rather than a 404 each time.
-    return Response(status_code=204, headers={"cache-control": "public, max-age=86400"})
 
 
 # -- sign-up (double opt-in) ----------------------------------------------------------------
@@ -252,10 +223,7 @@ def confirm(svc: Svc, token: Token) -> HTMLResponse:
 
 
 def _list_name(svc: Service, list_id: int) -> str:
-    if not list_id:
-        return ""
-    with svc.engine.connect() as conn:
-        return conn.scalar(sa.select(db.lists.c.name).where(db.lists.c.id == list_id)) or ""
+    return directory.list_name(svc.engine, list_id)
 
 
 @router.get(
@@ -266,10 +234,7 @@ def _list_name(svc: Service, list_id: int) -> str:
 )
 def unsubscribe_page(svc: Svc, token: Token) -> HTMLResponse:
     claim = _claim(svc, "unsubscribe", token)
-    with svc.engine.connect() as conn:
-        email = conn.scalar(
-            sa.select(db.subscribers.c.email).where(db.subscribers.c.id == claim.subscriber_id)
-        )
+    email = directory.email_of(svc.engine, claim.subscriber_id)
     if email is None:
         return svc.page(
             "message.html",
@@ -424,86 +389,6 @@ def delete(svc: Svc, token: Token) -> HTMLResponse:
         "message.html",
         title="Your data is deleted",
         message="We hold nothing about you any more, and will send you nothing.",
-    )
-
-
-# -- the links of a preview ------------------------------------------------------------------
-
-PREVIEW_LINKS = {
-    "unsubscribe": "lets the reader leave the list in one click",
-    "preferences": "opens the reader's own preferences page: lists, time zone, pause",
-}
-
-
-@router.get(
-    "/preview/{link}",
-    response_class=HTMLResponse,
-    tags=["archive"],
-    summary="Where a preview's personal links lead",
-    description="An email preview has no recipient: its unsubscribe and preferences"
-    " links lead here, to a page that says so. Nothing changes.",
-)
-def preview_link(svc: Svc, link: Annotated[str, Path(max_length=20)]) -> HTMLResponse:
-    what = PREVIEW_LINKS.get(link)
-    if what is None:
-        raise HTTPException(404, "no such preview link")
-    return svc.page(
-        "message.html",
-        title="This is a preview",
-        message=f"You followed a link in a preview of an email. In the email a subscriber"
-        f" receives, this link {what}. Nothing has changed.",
-    )
-
-
-@router.post(
-    "/preview/unsubscribe",
-    response_class=HTMLResponse,
-    tags=["archive"],
-    summary="One-click unsubscribe in a preview (changes nothing)",
-    description="A mail client that offers one-click unsubscribe (RFC 8058) for an opened"
-    " preview message.eml POSTs its List-Unsubscribe link here: the same page, nothing"
-    " changes.",
-)
-def preview_one_click(svc: Svc) -> HTMLResponse:
-    return preview_link(svc, "unsubscribe")
-
-
-# -- the archive ------------------------------------------------------------------------------
-
-
-@router.get("/issues/", response_class=HTMLResponse, tags=["archive"], summary="Every sent issue")
-def archive(svc: Svc) -> HTMLResponse:
-    i, sn = db.issues.c, db.snapshots.c
-    with svc.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(i.id, i.subject, i.started_at)
-            .join(db.snapshots, sa.and_(sn.issue_id == i.id, sn.variant == WEB_VARIANT))
-            .where(i.status.in_(["sending", "sent"]))
-            .order_by(i.started_at.desc())
-            .limit(500)
-        ).all()
-    page = svc.page("archive.html", issues=rows)
-    page.headers["cache-control"] = "public, max-age=300"
-    return page
-
-
-@router.get(
-    "/issues/{issue_id}/",
-    response_class=HTMLResponse,
-    tags=["archive"],
-    summary="An issue's web version",
-)
-def issue_page(svc: Svc, issue_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> HTMLResponse:
-    sn = db.snapshots.c
-    with svc.engine.connect() as conn:
-        html = conn.scalar(
-            sa.select(sn.html).where(sn.issue_id == issue_id, sn.variant == WEB_VARIANT)
-        )
-    if html is None:
-        raise HTTPException(404, "No such issue.")
-    return HTMLResponse(
-        html,
-        headers={"content-security-policy": ISSUE_PAGE_CSP, "cache-control": "public, max-age=300"},
     )
 
 

@@ -21,13 +21,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy.engine import Connection, Engine
+from typing import TYPE_CHECKING
 
 from pipeline.audience import consent
 from pipeline.audience.tracking import Click, record_clicks
 from pipeline.render.hot import Engagement
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,50 @@
+"""Where the admin API hands the batches of a resumed or retried issue: the same place
+the CLI does (``pipeline.broker.dispatcher_for``). With ``REDIS_URL`` they go to the
+workers at once, and an issue scheduled for now is started at once; without it, this
+process sends them, after the answer so the request does not wait for the send. If the
+queue cannot be reached, the batches stay pending and the beat's sweep sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import BackgroundTasks
+
+from pipeline.broker import dispatcher_for
+from pipeline.sending.parts import enqueue as hand_on
+from pipeline.web.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(svc: Service, issue_id: int, batches: list[int], later: BackgroundTasks) -> None:
+    if not batches:
+        return
+    if svc.broker is None:
+        later.add_task(_send_here, svc, issue_id, batches)
+        return
+    try:
+        hand_on(svc.engine, svc.broker.dispatcher(), batches)
+    except Exception as exc:  # the sweep sends what is still pending
+        log.warning("issue %s: could not queue %d batch(es) now: %s", issue_id, len(batches), exc)
+
+
+def _send_here(svc: Service, issue_id: int, batches: list[int]) -> None:
+    try:
+        hand_on(svc.engine, dispatcher_for(svc.sending, None), batches)
+    except Exception:  # what is left is pending: the sweep sends it
+        log.exception(
+            "issue %s: sending %d batch(es) in this process failed", issue_id, len(batches)
+        )
+
+
+def start_due_now(svc: Service) -> None:
+    """Ask the workers to start due issues now rather than at the next beat; without a
+    broker the beat (``letterpress beat``) starts them, as after ``issue schedule``."""
+    if svc.broker is None:
+        return
+    try:
+        svc.broker.start_due_now()
+    except Exception as exc:
+        log.warning("could not ask the workers to start due issues: %s", exc)

@@ -1,0 +1,111 @@
+"""The pages of the subscriber service that act for nobody: the health check, the
+stylesheet, the issue archive with each sent issue's web version, and the page a
+preview's personal links lead to. No token, nothing changes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi.responses import HTMLResponse, Response
+
+from pipeline.ops import health
+from pipeline.sending import archive as issue_archive
+from pipeline.web.service import Service, service
+
+router = APIRouter()
+Svc = Annotated[Service, Depends(service)]
+
+MAX_ID = 2**63 - 1  # the largest id the databases store
+ISSUE_PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:;"
+    " frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+# -- health and style -----------------------------------------------------------------------
+
+
+@router.get("/healthz", tags=["operations"], summary="Liveness and database check")
+def healthz(svc: Svc) -> dict[str, str]:
+    health.check_database(svc.engine)
+    return {"status": "ok"}
+
+
+@router.get("/service.css", include_in_schema=False)
+def stylesheet(svc: Svc) -> Response:
+    css = (svc.settings.templates_dir / "service" / "service.css").read_text(encoding="utf-8")
+    return Response(css, media_type="text/css", headers={"cache-control": "public, max-age=3600"})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    # Browsers ask for it on every page; "no icon", rather than a 404 each time.
+    return Response(status_code=204, headers={"cache-control": "public, max-age=86400"})
+
+
+# -- the links of a preview ------------------------------------------------------------------
+
+PREVIEW_LINKS = {
+    "unsubscribe": "lets the reader leave the list in one click",
+    "preferences": "opens the reader's own preferences page: lists, time zone, pause",
+}
+
+
+@router.get(
+    "/preview/{link}",
+    response_class=HTMLResponse,
+    tags=["archive"],
+    summary="Where a preview's personal links lead",
+    description="An email preview has no recipient: its unsubscribe and preferences"
+    " links lead here, to a page that says so. Nothing changes.",
+)
+def preview_link(svc: Svc, link: Annotated[str, Path(max_length=20)]) -> HTMLResponse:
+    what = PREVIEW_LINKS.get(link)
+    if what is None:
+        raise HTTPException(404, "no such preview link")
+    return svc.page(
+        "message.html",
+        title="This is a preview",
+        message=f"You followed a link in a preview of an email. In the email a subscriber"
+        f" receives, this link {what}. Nothing has changed.",
+    )
+
+
+@router.post(
+    "/preview/unsubscribe",
+    response_class=HTMLResponse,
+    tags=["archive"],
+    summary="One-click unsubscribe in a preview (changes nothing)",
+    description="A mail client that offers one-click unsubscribe (RFC 8058) for an opened"
+    " preview message.eml POSTs its List-Unsubscribe link here: the same page, nothing"
+    " changes.",
+)
+def preview_one_click(svc: Svc) -> HTMLResponse:
+    return preview_link(svc, "unsubscribe")
+
+
+# -- the archive ------------------------------------------------------------------------------
+
+
+@router.get("/issues/", response_class=HTMLResponse, tags=["archive"], summary="Every sent issue")
+def archive(svc: Svc) -> HTMLResponse:
+    page = svc.page("archive.html", issues=issue_archive.sent_issues(svc.engine))
+    page.headers["cache-control"] = "public, max-age=300"
+    return page
+
+
+@router.get(
+    "/issues/{issue_id}/",
+    response_class=HTMLResponse,
+    tags=["archive"],
+    summary="An issue's web version",
+)
+def issue_page(svc: Svc, issue_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> HTMLResponse:
+    html = issue_archive.web_version(svc.engine, issue_id)
+    if html is None:
+        raise HTTPException(404, "No such issue.")
+    return HTMLResponse(
+        html,
+        headers={"content-security-policy": ISSUE_PAGE_CSP, "cache-control": "public, max-age=300"},
+    )

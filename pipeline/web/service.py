@@ -1,0 +1,138 @@
+"""What the handlers of one server process share: the ``Service`` (settings, database,
+Redis, signer, provider, templates, the group writer), the ``service`` dependency that
+hands it to them, and the headers of every page.
+
+The routers (``public``, ``hooks``, ``admin``) import this module; ``app`` imports them
+and builds the application. Nothing here imports a router or ``app``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+
+from pipeline.audience.tokens import Signer
+from pipeline.audience.tracking import LinkCache
+from pipeline.broker import Broker, Edge
+from pipeline.content.store import FileContentStore
+from pipeline.errors import NotFound
+from pipeline.render.hot import Engagement
+from pipeline.render.templating import environment, site_context
+from pipeline.sending.parts import SendingParts
+from pipeline.sending.providers import create as create_provider
+from pipeline.sending.providers.base import Provider
+from pipeline.settings import Settings
+from pipeline.web.limits import Limits
+from pipeline.web.writer import GroupWriter
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
+    " frame-ancestors 'none'; base-uri 'none'"
+)
+SLUGS_SECONDS = 300  # how long the published articles' slugs are kept
+
+
+@dataclass
+class Service:
+    """What the handlers share in one server process."""
+
+    settings: Settings
+    engine: Engine
+    redis: Any | None
+    provider_override: Provider | None = None
+    edge: Edge = field(default_factory=Edge)  # how to reach the workers (workers.edge)
+    _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
+    list_names: dict[int, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @cached_property
+    def signer(self) -> Signer:
+        return Signer.from_settings(self.settings)
+
+    @cached_property
+    def templates(self) -> jinja2.Environment:
+        return environment(self.settings.templates_dir)
+
+    @cached_property
+    def links(self) -> LinkCache:
+        return LinkCache(self.engine)
+
+    @cached_property
+    def writer(self) -> GroupWriter:
+        return GroupWriter(self.engine, self.settings, self.engagement)
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(
+            self.redis, self.settings.redis_prefix, self.settings.secret_key.get_secret_value()
+        )
+
+    @cached_property
+    def engagement(self) -> Engagement | None:
+        return Engagement(self.redis, self.settings) if self.redis is not None else None
+
+    @cached_property
+    def broker(self) -> Broker | None:
+        """The workers' queue when ``REDIS_URL`` is set (``pipeline.broker``), else None."""
+        return self.edge.broker(self.settings)
+
+    @cached_property
+    def sending(self) -> SendingParts:
+        """What sends batches in this process when there is no broker."""
+        return SendingParts(self.settings, self.provider_override)
+
+    @cached_property
+    def provider(self) -> Provider:
+        return self.provider_override or create_provider(self.settings)
+
+    def article_slugs(self) -> frozenset[str]:
+        """The published articles' slugs (page views count for these only), re-read
+        from the content store every five minutes."""
+        loaded, slugs = self._slugs
+        if time.monotonic() - loaded < SLUGS_SECONDS and loaded:
+            return slugs
+        with self._lock:
+            try:
+                catalog = FileContentStore(self.settings.content_dir, self.settings).catalog()
+                slugs = frozenset(a.slug for a in catalog.published())
+            except NotFound:
+                slugs = frozenset()
+            self._slugs = (time.monotonic(), slugs)
+        return slugs
+
+    def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = self.templates.get_template(f"service/{name}").render(
+            **site_context(self.settings), **context
+        )
+        return HTMLResponse(html, status_code=status, headers=page_headers())
+
+
+def page_headers() -> dict[str, str]:
+    return {"content-security-policy": PAGE_CSP, "cache-control": "no-store"}
+
+
+def current(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+async def service(request: Request) -> Service:
+    """The dependency; async, so FastAPI calls it in the event loop, not a thread."""
+    return current(request)
