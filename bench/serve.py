@@ -69,7 +69,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from pipeline.audience import tracking  # noqa: E402
 from pipeline.audience.tokens import Signer  # noqa: E402
-from pipeline.sending.delivery import VARIANT, WEB_VARIANT  # noqa: E402
+from pipeline.sending.batches import VARIANT, WEB_VARIANT  # noqa: E402
 from pipeline.settings import load_settings  # noqa: E402
 from pipeline.store import db  # noqa: E402
 from pipeline.store.keys import Keys  # noqa: E402
@@ -411,7 +411,7 @@ class Server:
         self.log_path = run_dir / "serve.log"
         self.log = self.log_path.open("w")
         script = Path(sys.executable).with_name("letterpress")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "pipeline"]
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "workers"]
         command += ["serve", "--port", str(self.port), "--workers", str(workers)]
         command.append("--no-access-log")
         if profile is not None:  # one worker, in this script, under cProfile
@@ -898,7 +898,7 @@ def profiled_server(port: int, stats: Path) -> None:
     threading.setprofile(hook)  # the threads started from now on (the request pool)
     sys.setprofile(hook)  # this one (the event loop)
     uvicorn.run(
-        "pipeline.web.app:app_from_environment",
+        "workers.edge:service_from_environment",
         factory=True,
         host="127.0.0.1",
         port=port,

@@ -110,7 +110,7 @@ def running_service(
             [
                 sys.executable,
                 "-m",
-                "pipeline",
+                "workers",
                 "serve",
                 "--port",
                 str(port),

@@ -16,7 +16,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from pipeline.audience import subscribers
+from pipeline.audience import changes, subscribers
 from pipeline.sending import issues
 from pipeline.store import db
 from tests.cluster import Cluster, Double, seed_subscribers, wait_for
@@ -223,7 +223,7 @@ def test_redis_restarted_mid_send_loses_and_doubles_nobody(
         wait_for(lambda: cluster.deliveries(issue_id).get("sent", 0) >= 500, 60, "some batches")
         server.kill()  # every queued message is lost with it (no persistence)
         server.wait()
-        time.sleep(1.5)
+        time.sleep(1.5)  # what is tested: the workers ride out a broker that is down
         server = _redis_server(port, tmp_path)
         double.faults()
         finish(cluster, issue_id, timeout=120)
@@ -278,7 +278,7 @@ def test_two_beats_start_a_scheduled_issue_once_and_on_time(
         "--tz",
         "UTC",
     )
-    time.sleep(max(at - time.time() - 1.5, 0))
+    time.sleep(max(at - time.time() - 1.5, 0))  # until just before the issue is due
     assert cluster.issue_status(issue_id) == "scheduled"
     assert double.stats()["accepted"] == 0
     finish(cluster, issue_id)
@@ -300,9 +300,13 @@ def test_pause_and_resume_pick_up_where_the_send_stopped(
     cluster.run("issue", "schedule", str(issue_id), "--at", "now")
     wait_for(lambda: cluster.deliveries(issue_id).get("sent", 0) >= 300, 60, "some batches")
     cluster.run("issue", "pause", str(issue_id))
-    time.sleep(1.5)  # batches in flight finish
+    wait_for(
+        lambda: issues.get(cluster.engine, issue_id).progress.batches.get("sending", 0) == 0,
+        30,
+        "the batches in flight to finish",
+    )
     frozen = double.stats()["accepted"]
-    time.sleep(2)
+    time.sleep(2)  # what is measured: nothing more goes out while the issue is paused
     assert double.stats()["accepted"] == frozen < 3000
     assert cluster.issue_status(issue_id) == "paused"
     double.faults()
@@ -325,7 +329,9 @@ def test_a_subscriber_who_unsubscribes_mid_send_gets_nothing_more(
     wait_for(lambda: cluster.deliveries(issue_id).get("sent", 0) >= 100, 60, "the first batch")
     leaving = [1990, 1995, 2000]  # in the last batch
     for sid in leaving:
-        subscribers.set_status(cluster.engine, sid, "unsubscribed")
+        changes.update(
+            cluster.engine, sid, changes.Change(status="unsubscribed"), via=changes.ADMIN_API
+        )
     late = subscribers.add(cluster.engine, "late@example.com", lists=["main"], status="active")
     double.faults()
     finish(cluster, issue_id)

@@ -16,15 +16,16 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from pydantic import SecretStr
 
+from letterpress_testing.server import DoubleServer
 from pipeline.audience import subscribers
 from pipeline.cli.main import main
 from pipeline.ops import status
-from pipeline.sending import delivery, dkim, issues, preflight
+from pipeline.sending import dkim, issues, preflight
 from pipeline.sending.issues import ArticleRef
 from pipeline.sending.parts import SendingParts
 from pipeline.sending.providers.base import BatchResult, Message, Recipient
-from pipeline.sending.providers.double import DoubleServer
 from pipeline.sending.providers.outbox import OutboxProvider
+from pipeline.sending.recover import reconcile
 from pipeline.settings import Settings
 from pipeline.store import db
 from tests.cluster import SECRET, seed_subscribers, wait_for
@@ -377,7 +378,7 @@ def test_an_adapter_fault_makes_the_batch_ambiguous_and_reconcile_settles_it(
     assert "RuntimeError" in outcome.detail
     assert issues.get(faulty.engine, issue_id).status == "sending"  # nothing settled blindly
     outbox = OutboxProvider(settings)
-    settled = delivery.reconcile(faulty.engine, issue_id, outbox)
+    settled = reconcile(faulty.engine, issue_id, outbox)
     assert (settled.sent, settled.requeued) == (1, batches)  # the file written counts as sent
     fixed = SendingParts(settings, provider=outbox)
     send_all(fixed, settled.requeued)

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from pipeline.cli.main import main
 from pipeline.content.store import FileContentStore
 from pipeline.errors import DisclosureError, EmailTooLarge
-from pipeline.render.emails import EmailRenderer, RenderedEmail, personalise
+from pipeline.merge import personalise
+from pipeline.render.emails import EmailRenderer, RenderedEmail
 from pipeline.settings import Settings, load_settings
 from tests.conftest import SEEDS, front, write_article
 
@@ -175,9 +176,10 @@ def test_issue_preview_before_and_after_the_send_starts(
 ) -> None:
     from datetime import timedelta
 
-    from pipeline.sending import delivery, issues
+    from pipeline.sending import issues
     from pipeline.sending.issues import ArticleRef
     from pipeline.sending.parts import SendingParts
+    from pipeline.sending.prepare import prepare
 
     config = tmp_path / "c.toml"
     config.write_text(
@@ -192,7 +194,7 @@ def test_issue_preview_before_and_after_the_send_starts(
         if started:  # now the frozen, click-tracked snapshot is what a preview shows
             issues.schedule(rt.engine, issue_id, None)
             issues.claim_due(rt.engine, timedelta(hours=6))
-            delivery.prepare(rt.engine, rt.settings, rt.catalog(), issue_id, 100)
+            prepare(rt.engine, rt.settings, rt.catalog(), issue_id, 100)
         out = tmp_path / f"issue-{started}"
         result = CliRunner().invoke(main, ["--config", str(config), "issue", "preview",
                                            str(issue_id), "--out", str(out)])  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-from pipeline.content.store import parse_article
+from pipeline.content.frontmatter import parse_article
 from pipeline.render.affiliate import AffiliateRules
 from pipeline.render.markup import Body, Renderer
 from pipeline.settings import DEFAULT_AFFILIATE_RULES, DEFAULT_SHORTENERS, Settings

@@ -34,6 +34,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from letterpress_testing.faults import Fault
+from letterpress_testing.server import DoubleServer
+from letterpress_testing.state import CapturedRequest
 from pipeline.errors import ConfigError
 from pipeline.sending.providers import create
 from pipeline.sending.providers.base import (
@@ -47,7 +50,6 @@ from pipeline.sending.providers.base import (
     Throttled,
     Transient,
 )
-from pipeline.sending.providers.double import CapturedRequest, DoubleServer, Fault
 from pipeline.sending.providers.http import error_for_response, retry_after
 from pipeline.sending.providers.mailgun import MailgunProvider
 from pipeline.sending.providers.mime import build

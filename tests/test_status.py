@@ -13,9 +13,10 @@ import redis
 
 from pipeline.ops import status
 from pipeline.ops.metrics import registry
-from pipeline.sending import delivery, issues
+from pipeline.sending import issues
 from pipeline.sending.issues import ArticleRef
 from pipeline.sending.parts import SendingParts
+from pipeline.sending.prepare import prepare
 from pipeline.settings import Settings
 from pipeline.store import db
 from tests.cluster import SECRET, seed_subscribers
@@ -26,7 +27,7 @@ def started_issue(rt: SendingParts) -> int:
     issue_id = issues.create(rt.engine, subject="Progress", articles=[ArticleRef(SEEDS[0], True)])
     issues.schedule(rt.engine, issue_id, None)
     issues.claim_due(rt.engine, timedelta(hours=6))
-    batches = delivery.prepare(rt.engine, rt.settings, rt.catalog(), issue_id, 40)
+    batches = prepare(rt.engine, rt.settings, rt.catalog(), issue_id, 40)
     rt.sender.send_batch(batches[0])
     return issue_id
 

@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from pipeline.cli.main import main
 from pipeline.settings import load_settings
 from tests.cluster import SECRET
+from workers import names
 from workers.app import create_app
-from workers.pool import CeleryPool
+from workers.edge import EDGE, CeleryBroker
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +42,13 @@ def worker(broker_url: str, tmp_path: Path) -> Iterator[Path]:
     log = tmp_path / "worker.log"
     with log.open("w") as handle:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "--config", str(config), "worker",
+            [sys.executable, "-m", "workers", "--config", str(config), "worker",
              "--concurrency", "2", "--loglevel", "INFO", "--hostname", "test-worker@%h"],
             env=env, stdout=handle, stderr=subprocess.STDOUT,
         )  # fmt: skip
     app = create_app(load_settings(config, redis_url=broker_url))
     deadline = time.monotonic() + 60
-    while CeleryPool.workers_online(app, timeout=0.5) == 0:
+    while not CeleryBroker(load_settings(config), app).workers_online(timeout=0.5):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail("the worker did not come up:\n" + log.read_text())
@@ -70,11 +71,11 @@ def test_build_fans_out_to_workers_and_matches_a_serial_build(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     runner = CliRunner()
-    serial = runner.invoke(main, ["--config", str(worker), "build", "--content", str(content_dir),
+    serial = runner.invoke(main, obj=EDGE, args=["--config", str(worker), "build", "--content", str(content_dir),
                                   "--out", str(tmp_path / "serial"), "--pool", "serial"])  # fmt: skip
     assert serial.exit_code == 0, serial.output
     monkeypatch.setenv("REDIS_URL", broker_url)
-    fanned = runner.invoke(main, ["--config", str(worker), "build", "--content", str(content_dir),
+    fanned = runner.invoke(main, obj=EDGE, args=["--config", str(worker), "build", "--content", str(content_dir),
                                   "--out", str(tmp_path / "celery")])  # auto finds the worker  # fmt: skip
     assert fanned.exit_code == 0, fanned.output
     assert "(celery)" in fanned.output
@@ -90,6 +91,6 @@ def test_build_fans_out_to_workers_and_matches_a_serial_build(
     app = create_app(load_settings(worker, redis_url=broker_url))
     stats = app.control.inspect(timeout=2).stats() or {}
     totals = next(iter(stats.values()))["total"]
-    assert totals.get("letterpress.site.analyse", 0) >= 1
-    assert totals.get("letterpress.site.render_articles", 0) >= 1
+    assert totals.get(names.ANALYSE, 0) >= 1
+    assert totals.get(names.RENDER_ARTICLES, 0) >= 1
     app.close()

@@ -7,17 +7,13 @@ from kombu import Queue  # type: ignore[attr-defined]
 
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
-
-
-def queues(settings: Settings) -> tuple[str, str]:
-    """(work queue, control queue): beat's ticks never wait behind a million batches."""
-    return f"{settings.redis_prefix}.default", f"{settings.redis_prefix}.control"
+from workers import names
 
 
 def create_app(settings: Settings) -> Celery:
     if not settings.redis_url:
         raise ConfigError("REDIS_URL is not set: the workers need Redis as their broker")
-    work, control = queues(settings)
+    work, control = names.work_queue(settings), names.control_queue(settings)
     app = Celery("letterpress", broker=settings.redis_url, backend=settings.redis_url)
     app.conf.update(
         task_serializer="json",
@@ -33,18 +29,15 @@ def create_app(settings: Settings) -> Celery:
         result_expires=3600,
         task_default_queue=work,
         task_queues=(Queue(work), Queue(control)),  # type: ignore[no-untyped-call]
-        task_routes={
-            "letterpress.issues.due": {"queue": control},
-            "letterpress.delivery.sweep": {"queue": control},
-        },
+        task_routes={task: {"queue": control} for task in names.CONTROL_TASKS},
         beat_schedule={
             "due-issues": {
-                "task": "letterpress.issues.due",
+                "task": names.START_DUE,
                 "schedule": settings.beat_seconds,
                 "options": {"expires": settings.beat_seconds * 4},
             },
             "sweep": {
-                "task": "letterpress.delivery.sweep",
+                "task": names.SWEEP,
                 "schedule": settings.sweep_seconds,
                 "options": {"expires": settings.sweep_seconds * 4},
             },
@@ -52,7 +45,7 @@ def create_app(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
     )
-    from . import tasks
+    from workers import tasks  # the tasks call into pipeline; the app is made first
 
     tasks.register(app, settings)
     return app

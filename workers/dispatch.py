@@ -8,8 +8,7 @@ from celery import Celery
 
 from pipeline.ops.status import queue_depths
 from pipeline.settings import Settings
-
-SEND_BATCH = "letterpress.delivery.send_batch"
+from workers import names
 
 
 class CeleryDispatcher:
@@ -19,7 +18,7 @@ class CeleryDispatcher:
     def enqueue(self, batch_ids: Sequence[int]) -> None:
         with self.app.producer_or_acquire() as producer:
             for batch_id in batch_ids:
-                self.app.send_task(SEND_BATCH, args=[int(batch_id)], producer=producer)
+                self.app.send_task(names.SEND_BATCH, args=[int(batch_id)], producer=producer)
 
 
 def queue_empty(app: Celery, settings: Settings) -> bool:
@@ -31,4 +30,4 @@ def queue_empty(app: Celery, settings: Settings) -> bool:
         depths = queue_depths(client, settings)
     finally:
         client.close()
-    return depths.waiting(f"{settings.redis_prefix}.default") == 0
+    return depths.waiting(names.work_queue(settings)) == 0

@@ -5,11 +5,7 @@ from __future__ import annotations
 from celery import Celery, group
 
 from pipeline.site.units import Unit
-
-TASKS = {
-    "analyse": "letterpress.site.analyse",
-    "render_articles": "letterpress.site.render_articles",
-}
+from workers import names
 
 
 class CeleryPool:
@@ -22,18 +18,10 @@ class CeleryPool:
     def run(self, work: str, units: list[Unit]) -> list[Unit]:
         if not units:
             return []
-        task = self.app.signature(TASKS[work])
+        task = self.app.signature(names.BUILD_TASKS[work])
         result = group(task.clone(args=(unit,)) for unit in units).apply_async()
         try:
             values: list[Unit] = result.get(timeout=self.timeout, disable_sync_subtasks=False)
         finally:
             result.forget()
         return values
-
-    @staticmethod
-    def workers_online(app: Celery, timeout: float = 1.0) -> int:
-        try:
-            replies = app.control.ping(timeout=timeout)
-        except Exception:  # broker down: no workers to use
-            return 0
-        return len(replies or [])

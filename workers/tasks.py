@@ -13,8 +13,8 @@ from celery import Celery
 from pipeline.sending.parts import SendingParts
 from pipeline.settings import Settings
 from pipeline.site import units
-
-from .dispatch import CeleryDispatcher, queue_empty
+from workers import names
+from workers.dispatch import CeleryDispatcher, queue_empty
 
 
 def register(app: Celery, settings: Settings) -> None:
@@ -27,24 +27,24 @@ def register(app: Celery, settings: Settings) -> None:
 
     dispatcher = CeleryDispatcher(app)
 
-    @app.task(name="letterpress.site.analyse", shared=False)  # type: ignore[untyped-decorator]
+    @app.task(name=names.ANALYSE, shared=False)  # type: ignore[untyped-decorator]
     def analyse(unit: dict[str, Any]) -> dict[str, Any]:
         return units.analyse(unit)
 
-    @app.task(name="letterpress.site.render_articles", shared=False)  # type: ignore[untyped-decorator]
+    @app.task(name=names.RENDER_ARTICLES, shared=False)  # type: ignore[untyped-decorator]
     def render_articles(unit: dict[str, Any]) -> dict[str, Any]:
         return units.render_articles(unit)
 
-    @app.task(name="letterpress.delivery.send_batch", shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=names.SEND_BATCH, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def send_batch(batch_id: int) -> dict[str, Any]:
         outcome = rt().send_batch(int(batch_id))
         return {"batch": outcome.batch_id, "status": outcome.status, "sent": outcome.sent}
 
-    @app.task(name="letterpress.issues.due", shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=names.START_DUE, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def due() -> list[int]:
         return rt().start_due(dispatcher)
 
-    @app.task(name="letterpress.delivery.sweep", shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=names.SWEEP, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def sweep() -> dict[str, list[int]]:
         found = rt().sweep(dispatcher, queue_empty=queue_empty(app, settings))
         return {"requeued": found.requeue, "ambiguous": found.ambiguous}

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import click
 
+from pipeline.broker import Broker, Edge
 from pipeline.errors import ContentError, LetterpressError
 from pipeline.settings import Settings, load_settings
 
@@ -17,14 +18,24 @@ T = TypeVar("T")
 
 
 class Context:
-    def __init__(self, config: Path | None) -> None:
+    """The settings file, and the edge the entry point wired in (``workers.edge``)."""
+
+    def __init__(self, config: Path | None, edge: Edge | None = None) -> None:
         self.config = config
+        self.edge = edge or Edge()
         self._settings: Settings | None = None
+        self._broker: Broker | None = None
 
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config)
         return self._settings
+
+    def broker(self) -> Broker | None:
+        """Celery when REDIS_URL is set (made once), else None: batches are sent inline."""
+        if self._broker is None:
+            self._broker = self.edge.broker(self.settings())
+        return self._broker
 
 
 pass_ctx = click.make_pass_decorator(Context)

@@ -10,34 +10,25 @@ from typing import Any
 
 import click
 
+from pipeline.broker import dispatcher_for
 from pipeline.cli.common import Context, pass_ctx, run_or_exit
 from pipeline.errors import ConfigError
-from pipeline.sending import delivery, issues, preflight
+from pipeline.sending import issues, preflight
+from pipeline.sending.batches import Dispatcher
 from pipeline.sending.parts import SendingParts
-from pipeline.settings import Settings
+from pipeline.sending.preview import render_issue
+from pipeline.sending.recover import reconcile
 from pipeline.store import db
 
 
-def dispatcher_for(rt: SendingParts, progress: Any = None) -> delivery.Dispatcher:
+def dispatcher(ctx: Context, rt: SendingParts, progress: Any = None) -> Dispatcher:
     """Celery when REDIS_URL is set; otherwise the batches are sent here and now."""
-    if rt.settings.redis_url:
-        from workers.app import create_app
-        from workers.dispatch import CeleryDispatcher
-
-        return CeleryDispatcher(create_app(rt.settings))
-    return delivery.InlineDispatcher(rt.sender, progress)
+    return dispatcher_for(rt, ctx.broker(), progress)
 
 
-def workers_online(settings: Settings) -> list[str] | None:
-    if not settings.redis_url:
-        return None
-    from workers.app import create_app
-
-    try:
-        replies = create_app(settings).control.ping(timeout=1.0) or []
-    except Exception:
-        return None
-    return [name for reply in replies for name in reply]
+def workers_online(ctx: Context) -> list[str] | None:
+    broker = ctx.broker()
+    return None if broker is None else broker.workers_online()
 
 
 # -- db ---------------------------------------------------------------------------------
@@ -174,7 +165,9 @@ def issue_preview(ctx: Context, issue_id: int, out_dir: Path) -> None:
 
     def run() -> None:
         from pipeline.files import atomic_write
-        from pipeline.render.emails import RenderedEmail, mime_message, personalise, preview_fields
+        from pipeline.merge import personalise
+        from pipeline.render.emaillint import email_warnings
+        from pipeline.render.emails import RenderedEmail, mime_message, preview_fields
 
         rt = SendingParts(ctx.settings())
         email: RenderedEmail = render_issue(rt, issue_id)
@@ -186,45 +179,10 @@ def issue_preview(ctx: Context, issue_id: int, out_dir: Path) -> None:
         atomic_write(paths[2], message.as_bytes())
         for path in paths:
             click.echo(str(path))
+        for warning in email_warnings(email.html):  # what Gmail or Outlook cannot show
+            click.echo(warning, err=True)
 
     run_or_exit(run)
-
-
-def render_issue(rt: SendingParts, issue_id: int) -> Any:
-    """The frozen snapshot once sending started; before that, the articles as they are."""
-    import sqlalchemy as sa
-
-    from pipeline.audience.tracking import untracked
-    from pipeline.render.emails import EmailRenderer, RenderedEmail
-
-    issue = issues.get(rt.engine, issue_id)
-    with rt.engine.connect() as conn:
-        snap = conn.execute(
-            sa.select(db.snapshots).where(
-                db.snapshots.c.issue_id == issue_id, db.snapshots.c.variant == delivery.VARIANT
-            )
-        ).first()
-        html = untracked(conn, issue_id, snap.html) if snap is not None else ""
-    if snap is not None:
-        return RenderedEmail(
-            snap.subject,
-            snap.preheader,
-            html,
-            snap.text,
-            tuple(a.slug for a in issue.articles),
-            False,
-        )
-    return EmailRenderer(rt.settings).render(
-        rt.catalog(),
-        [a.slug for a in issue.articles],
-        subject=issue.subject,
-        preheader=issue.preheader or None,
-        intro=issue.intro,
-        campaign=f"issue-{issue_id}",
-        scores=rt.scores(),
-        full_slugs=[a.slug for a in issue.articles if a.full],
-        view_url=delivery.view_url(rt.settings, issue_id),
-    )
 
 
 @issue_group.command("test")
@@ -242,11 +200,14 @@ def issue_test(ctx: Context, issue_id: int, addresses: tuple[str, ...]) -> None:
 
     def run() -> None:
         from pipeline.audience.subscribers import normalise_email
+        from pipeline.render.emaillint import email_warnings
         from pipeline.render.emails import ONE_CLICK
         from pipeline.sending.providers.base import Message
 
         rt = SendingParts(ctx.settings())
         email = render_issue(rt, issue_id)
+        for warning in email_warnings(email.html):  # what Gmail or Outlook cannot show
+            click.echo(warning, err=True)
         try:
             targets = [normalise_email(a) for a in addresses]
         except ValueError as exc:
@@ -302,17 +263,11 @@ def issue_schedule(ctx: Context, issue_id: int, at: str, tz: str) -> None:
         moment = rt.schedule(issue_id, when, tz)
         local = moment.astimezone(issues.zone(tz))
         click.echo(f"issue {issue_id} scheduled for {local:%Y-%m-%d %H:%M %Z}")
-        if at == "now" and rt.settings.redis_url:
-            _tick(rt)
+        broker = ctx.broker()
+        if at == "now" and broker is not None:
+            broker.start_due_now()  # rather than at the next beat
 
     run_or_exit(run)
-
-
-def _tick(rt: SendingParts) -> None:
-    """Ask the workers to start due issues now rather than at the next beat."""
-    from workers.app import create_app
-
-    create_app(rt.settings).send_task("letterpress.issues.due")
 
 
 def _steer(name: str, doc: str) -> None:
@@ -332,13 +287,13 @@ def _steer(name: str, doc: str) -> None:
                 batches = issues.resume(rt.engine, issue_id)
                 from pipeline.sending.parts import enqueue
 
-                enqueue(rt.engine, dispatcher_for(rt), batches)
+                enqueue(rt.engine, dispatcher(ctx, rt), batches)
                 click.echo(f"issue {issue_id} resumed: {len(batches)} batch(es) to send")
             elif name == "retry-failed":
                 batches = issues.retry_failed(rt.engine, issue_id, rt.batch_size)
                 from pipeline.sending.parts import enqueue
 
-                enqueue(rt.engine, dispatcher_for(rt), batches)
+                enqueue(rt.engine, dispatcher(ctx, rt), batches)
                 click.echo(f"issue {issue_id}: {len(batches)} retry batch(es) queued")
 
         run_or_exit(run)
@@ -366,8 +321,8 @@ def issue_reconcile(ctx: Context, issue_id: int, assume: str | None) -> None:
         from pipeline.sending.parts import enqueue
 
         rt = SendingParts(ctx.settings())
-        result = delivery.reconcile(rt.engine, issue_id, rt.provider, assume)
-        enqueue(rt.engine, dispatcher_for(rt), result.requeued)
+        result = reconcile(rt.engine, issue_id, rt.provider, assume)
+        enqueue(rt.engine, dispatcher(ctx, rt), result.requeued)
         click.echo(
             f"issue {issue_id}: {result.batches} ambiguous batch(es); {result.sent:,}"
             f" recipient(s) confirmed sent; {len(result.requeued)} batch(es) sent again"
@@ -397,7 +352,7 @@ def status_command(ctx: Context) -> None:
 
         settings = ctx.settings()
         rt = SendingParts(settings)
-        report = status.gather(rt.engine, settings, rt.redis, workers_online(settings))
+        report = status.gather(rt.engine, settings, rt.redis, workers_online(ctx))
         for line in status.format_report(report):
             click.echo(line)
 
@@ -416,7 +371,7 @@ def metrics_command(ctx: Context, port: int, host: str) -> None:
 
         settings = ctx.settings()
         click.echo(f"serving Prometheus metrics on http://{host}:{port}/metrics")
-        serve(SendingParts(settings), lambda: workers_online(settings), host, port)
+        serve(SendingParts(settings), lambda: workers_online(ctx), host, port)
 
     run_or_exit(run)
 
@@ -434,32 +389,27 @@ def beat_command(ctx: Context, once: bool, celery_args: tuple[str, ...]) -> None
     def run() -> None:
         settings = ctx.settings()
         preflight.require(settings, "start the beat")
-        if settings.redis_url:
-            from workers.app import create_app
-
-            app = create_app(settings)
+        broker = ctx.broker()
+        if broker is not None:
             if once:
-                app.send_task("letterpress.issues.due")
-                app.send_task("letterpress.delivery.sweep")
+                broker.start_due_now()
+                broker.sweep_now()
                 click.echo("asked the workers to start due issues and sweep")
                 return
-            import tempfile
-
-            schedule = Path(tempfile.gettempdir()) / f"letterpress-beat-{settings.redis_prefix}"
-            app.start(["beat", "--schedule", str(schedule), *celery_args])
+            broker.run_beat(celery_args)
             return
         rt = SendingParts(settings)
-        dispatcher = dispatcher_for(rt)
+        inline = dispatcher_for(rt, None)
         if not once:
             click.echo(f"sending inline every {settings.beat_seconds:g} s (no REDIS_URL)")
         while True:
-            for issue_id in rt.start_due(dispatcher):
+            for issue_id in rt.start_due(inline):
                 issue = issues.get(rt.engine, issue_id)
                 click.echo(
                     f"issue {issue_id} {issue.status}: {issue.progress.sent:,} sent,"
                     f" {issue.progress.failed:,} failed"
                 )
-            rt.sweep(dispatcher, queue_empty=True)
+            rt.sweep(inline, queue_empty=True)
             if once:
                 return
             time.sleep(settings.beat_seconds)

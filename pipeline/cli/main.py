@@ -7,11 +7,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 from pydantic import SecretStr
 
+from pipeline.broker import Broker, Edge
 from pipeline.cli.common import Context, pass_ctx
 from pipeline.cli.common import run_or_exit as _run
 from pipeline.content.check import check as check_content
@@ -21,6 +22,9 @@ from pipeline.render import hot
 from pipeline.settings import Settings
 from pipeline.site.build import Builder
 from pipeline.site.pool import Pool, ProcessPool, SerialPool
+
+if TYPE_CHECKING:
+    from pipeline.sending.parts import SendingParts
 
 SEEDS = (
     "vitamin-k2-for-directing-calcium-to-bones",
@@ -53,7 +57,7 @@ def main(ctx: click.Context, config: Path | None, verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = Context(config)
+    ctx.obj = Context(config, ctx.obj if isinstance(ctx.obj, Edge) else None)
 
 
 @main.command()
@@ -78,18 +82,16 @@ def check(ctx: Context, content_dir: Path | None) -> None:
     _run(run)
 
 
-def _pool(settings: Settings, choice: str, articles: int) -> Pool:
+def _pool(ctx: Context, choice: str, articles: int) -> Pool:
     if choice == "serial":
         return SerialPool()
     if choice == "processes":
         return ProcessPool(os.cpu_count() or 1)
-    if choice in ("celery", "auto") and settings.redis_url:
-        from workers.app import create_app
-        from workers.pool import CeleryPool
-
-        app = create_app(settings)
-        if CeleryPool.workers_online(app):
-            return CeleryPool(app)
+    broker = ctx.broker() if choice in ("celery", "auto") else None
+    if broker is not None:
+        pool = broker.build_pool()
+        if pool is not None:
+            return pool
         if choice == "celery":
             raise LetterpressError("--pool celery: no Celery worker answered (letterpress worker)")
     if choice == "celery":
@@ -127,7 +129,7 @@ def build(ctx: Context, content_dir: Path | None, out_dir: Path, force: bool, po
             out_dir,
             content_dir=folder,
             engagement=hot.Engagement.from_settings(settings),
-            pool=_pool(settings, pool, count),
+            pool=_pool(ctx, pool, count),
         )
         report = builder.build(force=force)
         for problem in sorted(report.problems):
@@ -189,7 +191,9 @@ def _preview(
     out_dir: Path,
 ) -> list[Path]:
     from pipeline.files import atomic_write
-    from pipeline.render.emails import EmailRenderer, mime_message, personalise, preview_fields
+    from pipeline.merge import personalise
+    from pipeline.render.emaillint import email_warnings
+    from pipeline.render.emails import EmailRenderer, mime_message, preview_fields
 
     catalog = FileContentStore(content_dir or settings.content_dir, settings).catalog()
     scores = hot.current_scores(hot.Engagement.from_settings(settings))
@@ -210,6 +214,8 @@ def _preview(
         click.echo(str(path))
     limit = settings.email_clip_bytes
     click.echo(f"    {email.size:,} bytes of HTML (Gmail clips at {limit:,})")
+    for warning in email_warnings(email.html):  # what Gmail or Outlook cannot show
+        click.echo(warning, err=True)
     return paths
 
 
@@ -232,12 +238,38 @@ def demo(ctx: Context, out_dir: Path, count: int) -> None:
     _run(lambda: _demo(ctx, out_dir, count))
 
 
+def _demo_send(rt: SendingParts, count: int) -> int:
+    """Create the demo issue and send it here and now, with a progress bar."""
+    from pipeline.sending import issues
+    from pipeline.sending.batches import InlineDispatcher, Outcome
+
+    issue_id = issues.create(
+        rt.engine,
+        subject="Vitamin K2: where your calcium goes",
+        articles=[issues.ArticleRef(SEEDS[0], True), issues.ArticleRef(SEEDS[1], False)],
+        audience=["demo"],
+        preheader="Two articles on vitamin K2, calcium and your bones.",
+        catalog=rt.catalog(),
+    )
+    issues.schedule(rt.engine, issue_id, None)
+    with click.progressbar(
+        length=count, label=f"    issue {issue_id}", show_pos=True, show_eta=True
+    ) as bar:
+
+        def advance(outcome: Outcome) -> None:
+            bar.update(outcome.sent + outcome.failed + outcome.skipped)
+
+        dispatcher = InlineDispatcher(rt.sender, advance)
+        rt.start_due(dispatcher)
+        rt.sweep(dispatcher, queue_empty=True)
+    return issue_id
+
+
 def _demo(ctx: Context, out_dir: Path, count: int) -> None:
     import secrets
 
-    from pipeline.audience.subscribers import import_csv
+    from pipeline.audience.imports import import_csv
     from pipeline.sending import issues
-    from pipeline.sending.delivery import InlineDispatcher, Outcome
     from pipeline.sending.parts import SendingParts
     from pipeline.settings import load_settings
     from pipeline.store import db
@@ -282,25 +314,7 @@ def _demo(ctx: Context, out_dir: Path, count: int) -> None:
     click.echo(f"    {imported.summary()}")
     click.echo("4/5 sending an issue of the two seed articles through the file outbox")
     rt = SendingParts(settings)
-    issue_id = issues.create(
-        rt.engine,
-        subject="Vitamin K2: where your calcium goes",
-        articles=[issues.ArticleRef(SEEDS[0], True), issues.ArticleRef(SEEDS[1], False)],
-        audience=["demo"],
-        preheader="Two articles on vitamin K2, calcium and your bones.",
-        catalog=rt.catalog(),
-    )
-    issues.schedule(rt.engine, issue_id, None)
-    with click.progressbar(
-        length=count, label=f"    issue {issue_id}", show_pos=True, show_eta=True
-    ) as bar:
-
-        def advance(outcome: Outcome) -> None:
-            bar.update(outcome.sent + outcome.failed + outcome.skipped)
-
-        dispatcher = InlineDispatcher(rt.sender, advance)
-        rt.start_due(dispatcher)
-        rt.sweep(dispatcher, queue_empty=True)
+    issue_id = _demo_send(rt, count)
     issue = issues.get(rt.engine, issue_id)
     p = issue.progress
     folder = settings.outbox_dir / f"issue-{issue_id}"
@@ -323,14 +337,15 @@ def _demo(ctx: Context, out_dir: Path, count: int) -> None:
 def worker(ctx: Context, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker (extra options go to Celery, e.g. --concurrency 2)."""
     from pipeline.sending.preflight import require
-    from workers.app import create_app
 
-    def app_for(settings: Settings) -> Any:
-        require(settings, "start a worker")
-        return create_app(settings)
+    def broker() -> Broker:
+        require(ctx.settings(), "start a worker")
+        found = ctx.broker()
+        if found is None:
+            raise LetterpressError("letterpress worker needs REDIS_URL (the Celery broker)")
+        return found
 
-    app = _run(lambda: app_for(ctx.settings()))
-    app.worker_main(["worker", *celery_args])
+    _run(broker).run_worker(celery_args)
 
 
 @main.command()

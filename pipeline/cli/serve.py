@@ -72,7 +72,7 @@ def serve(ctx: Context, host: str, port: int, workers: int | None, access_log: b
     if ctx.config is not None:  # the worker processes read the settings themselves
         os.environ["LETTERPRESS_CONFIG"] = str(ctx.config.resolve())
     uvicorn.run(
-        "pipeline.web.app:app_from_environment",
+        ctx.edge.service_app,
         factory=True,
         host=host,
         port=port,

@@ -7,19 +7,22 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import sqlalchemy as sa
 
+from pipeline.audience import changes, exports, imports, lists
 from pipeline.audience import subscribers as domain
 from pipeline.cli.common import Context, pass_ctx, run_or_exit
 from pipeline.store import db
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 PROGRESS_BYTES = 1_000_000  # files at least this large get a progress bar
 
 
-def _engine(ctx: Context) -> sa.Engine:
+def _engine(ctx: Context) -> Engine:
     return db.require_current(ctx.settings().database_url)
 
 
@@ -27,7 +30,7 @@ def _list_name(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
     """Check --list values (one, or a tuple of them) before anything runs."""
     names = value if isinstance(value, tuple) else (value,)
     try:
-        checked = tuple(None if n is None else domain.check_list_name(n) for n in names)
+        checked = tuple(None if n is None else lists.check_list_name(n) for n in names)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     return checked if isinstance(value, tuple) else checked[0]
@@ -35,7 +38,7 @@ def _list_name(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
 
 status_option = click.option(
     "--status",
-    type=click.Choice(domain.STATUSES),
+    type=click.Choice([s.value for s in domain.STATUSES]),  # values: click matches enums by name
     default=None,
     help="Only subscribers with this status.",
 )
@@ -72,7 +75,7 @@ def import_(ctx: Context, file: Path, list_name: str | None) -> None:
     def run() -> int:
         engine = _engine(ctx)
         with _progress(file) as progress:
-            report = domain.import_csv(engine, file, list_name=list_name, progress=progress)
+            report = imports.import_csv(engine, file, list_name=list_name, progress=progress)
         for problem in report.problems:
             click.echo(str(problem), err=True)
         click.echo(report.summary())
@@ -125,12 +128,12 @@ def export(ctx: Context, out: Path | None, list_name: str | None, status: str | 
     def run() -> None:
         engine = _engine(ctx)
         if out is None:
-            count = domain.export_csv(engine, sys.stdout, list_name=list_name, status=status)
+            count = exports.export_csv(engine, sys.stdout, list_name=list_name, status=status)
         else:
             partial = out.with_name(f".{out.name}.partial")
             try:
                 with partial.open("w", encoding="utf-8", newline="") as handle:
-                    count = domain.export_csv(engine, handle, list_name=list_name, status=status)
+                    count = exports.export_csv(engine, handle, list_name=list_name, status=status)
                 os.replace(partial, out)
             finally:
                 partial.unlink(missing_ok=True)
@@ -171,15 +174,16 @@ def add(ctx: Context, email: str, name: str, lists: tuple[str, ...], status: str
 
     def run() -> None:
         engine = _engine(ctx)
-        existed = domain.get(engine, email) is not None
         try:
-            subscriber_id = domain.add(engine, email, name=name, lists=lists, status=status)
+            added = changes.add(
+                engine, email, via=changes.COMMAND_LINE, name=name, lists=lists, status=status
+            )
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
-        found = domain.get(engine, subscriber_id)
+        found = domain.get(engine, added.subscriber_id)
         assert found is not None
         on = f", lists: {', '.join(found.lists)}" if found.lists else ""
-        verb = "already subscribed" if existed else "added"
+        verb = "added" if added.new else "already subscribed"
         click.echo(f"{verb}: {found.email} (id {found.id}, {found.status}{on})")
 
     run_or_exit(run)

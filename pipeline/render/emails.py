@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -30,21 +30,16 @@ from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
 from premailer import Premailer
 
-from pipeline.content.store import Article, Catalog
+from pipeline.content.article import Article
+from pipeline.content.store import Catalog
 from pipeline.errors import ConfigError, ContentError, EmailTooLarge, NotFound, Problem
+from pipeline.merge import MERGE, personalise
 from pipeline.render import hot
 from pipeline.render.affiliate import require_disclosure
 from pipeline.render.markup import Body, Renderer, link_problems, parse_fragment, serialize_fragment
 from pipeline.render.policy import article_url, disclaimer_for, disclosure_for
 from pipeline.render.templating import WIDTH, environment, site_context, wrap_text
 from pipeline.settings import Settings
-
-MERGE = {
-    "unsubscribe_url": "%%unsubscribe_url%%",
-    "preferences_url": "%%preferences_url%%",
-    "name": "%%name%%",
-}
-_MERGE_RE = re.compile(r"%%([a-z_]+)%%")
 
 # RFC 8058: the header that, beside List-Unsubscribe, makes unsubscribing one click.
 ONE_CLICK = {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
@@ -88,11 +83,7 @@ class _Item:
     text: str = ""
     teaser: str = ""
     disclaimer: str = ""
-
-
-def personalise(template: str, fields: dict[str, str]) -> str:
-    """Fill merge fields; unknown ones are left for the next step to see."""
-    return _MERGE_RE.sub(lambda m: fields.get(m.group(1), m.group(0)), template)
+    refs: list[str] = field(default_factory=list)
 
 
 def with_utm(url: str, settings: Settings, campaign: str) -> str:
@@ -261,7 +252,6 @@ class EmailRenderer:
         preheader = preheader if preheader is not None else (first.description or "")
         campaign = campaign or first.slug
         items: list[_Item] = []
-        text_refs_blocks = []
         has_affiliate = False
         for article in articles:
             body = bodies[article.slug]
@@ -269,30 +259,13 @@ class EmailRenderer:
             url = with_utm(article_url(settings, article.slug), settings, campaign)
             item = _Item(article, full=article.slug in full, url=url)
             if item.full:
-                item.parts = tuple(_email_html(p, settings, campaign) for p in body.parts)
-                item.faq = tuple((q, _email_html(a, settings, campaign)) for q, a in body.faq)
-                item.disclaimer = disclaimer_for(settings, article)
-                refs: list[str] = []
-                chunks = [_plain(item.parts[0], refs)]
-                if item.faq:
-                    chunks.append("FREQUENTLY ASKED QUESTIONS (FAQ)")
-                    for question, answer in item.faq:
-                        chunks.append(wrap_text(question) + "\n\n" + _plain(answer, refs))
-                if len(item.parts) > 1:
-                    chunks.append(_plain(item.parts[1], refs))
-                item.text = "\n\n".join(c for c in chunks if c) + _refs_block(refs)
-                text_refs_blocks.append(refs)
+                self._fill(item, body, campaign)
             else:
                 item.teaser = _teaser(article, settings.email_teaser_words)
             items.append(item)
 
         in_email = [a.slug for a in articles]
-        ranked = hot.rank(catalog.articles.values(), scores, size=settings.hot_size,
-                          exclude=in_email)  # fmt: skip
-        cards = [
-            {**card.__dict__, "url": with_utm(article_url(settings, card.slug), settings, campaign)}
-            for card in hot.cards(ranked, settings)
-        ]
+        cards = self._hot(catalog, scores, in_email, campaign)
         ctx: dict[str, Any] = site_context(settings)
         ctx.update(
             subject=subject,
@@ -319,6 +292,35 @@ class EmailRenderer:
             slugs=tuple(in_email),
             has_affiliate=has_affiliate,
         )
+
+    def _hot(
+        self, catalog: Catalog, scores: dict[str, float], in_email: list[str], campaign: str
+    ) -> list[dict[str, Any]]:
+        """The hot articles block: the most engaging articles not in this email."""
+        settings = self.settings
+        ranked = hot.rank(catalog.articles.values(), scores, size=settings.hot_size,
+                          exclude=in_email)  # fmt: skip
+        return [
+            {**card.__dict__, "url": with_utm(article_url(settings, card.slug), settings, campaign)}
+            for card in hot.cards(ranked, settings)
+        ]
+
+    def _fill(self, item: _Item, body: Body, campaign: str) -> None:
+        """A full article: its parts and FAQ for the HTML, and its plain text with the
+        links numbered in a references block."""
+        settings = self.settings
+        item.parts = tuple(_email_html(p, settings, campaign) for p in body.parts)
+        item.faq = tuple((q, _email_html(a, settings, campaign)) for q, a in body.faq)
+        item.disclaimer = disclaimer_for(settings, item.article)
+        refs = item.refs
+        chunks = [_plain(item.parts[0], refs)]
+        if item.faq:
+            chunks.append("FREQUENTLY ASKED QUESTIONS (FAQ)")
+            for question, answer in item.faq:
+                chunks.append(wrap_text(question) + "\n\n" + _plain(answer, refs))
+        if len(item.parts) > 1:
+            chunks.append(_plain(item.parts[1], refs))
+        item.text = "\n\n".join(c for c in chunks if c) + _refs_block(refs)
 
 
 def inline_css(html: str) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.content.store import Article
+from pipeline.content.article import Article
 from pipeline.settings import Settings
 from pipeline.store.keys import Keys
 

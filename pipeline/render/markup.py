@@ -20,7 +20,7 @@ from markdown_it import MarkdownIt
 from mdit_py_plugins.anchors import anchors_plugin
 from mdit_py_plugins.attrs import attrs_plugin
 
-from pipeline.content.store import FAQ_MARKER, Article
+from pipeline.content.article import FAQ_MARKER, Article
 from pipeline.errors import Problem
 from pipeline.render.affiliate import SPONSORED_REL, AffiliateRules, disclosure_problems
 from pipeline.settings import Settings

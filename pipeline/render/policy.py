@@ -3,7 +3,7 @@ the affiliate disclosure it needs and the medical disclaimer it carries."""
 
 from __future__ import annotations
 
-from pipeline.content.store import Article
+from pipeline.content.article import Article
 from pipeline.render.markup import Body
 from pipeline.settings import Settings
 

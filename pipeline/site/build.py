@@ -23,19 +23,14 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.content.store import (
-    Article,
-    Catalog,
-    FileContentStore,
-    Parsed,
-    build_catalog,
-    parse_article,
-)
+from pipeline.content.article import Article, Parsed
+from pipeline.content.frontmatter import parse_article
+from pipeline.content.store import Catalog, FileContentStore, build_catalog
 from pipeline.errors import Problem
 from pipeline.files import atomic_write
 from pipeline.render import hot
@@ -115,147 +110,27 @@ class Builder:
         return state
 
     def build(self, force: bool = False) -> BuildReport:
+        """One incremental build, in the five steps of ``_Pass``."""
         started = time.perf_counter()
         report = BuildReport(self.out_dir, pool=self.pool.name)
         favicon = favicon_bytes(self.settings)  # a wrong setting stops the build first
         key = settings_key(self.settings)
-        state = self._load_state(key)
-        unit_settings = self.settings.render_values()  # no secret travels to the workers
-
-        # 1. Read and parse every file; a broken one is reported, never fatal.
-        files: dict[str, Path] = {}
-        state_keys: dict[str, str] = {}
-        parsed: list[Parsed] = []
-        for source in self.store.sources():
-            files[source.display_path] = source.path
-            # state is keyed by the path within the content folder, whatever the cwd
-            state_keys[source.display_path] = source.path.relative_to(self.store.root).as_posix()
-            try:
-                parsed.append(
-                    parse_article(source.display_path, source.raw, self.settings, source.modified)
-                )
-            except Exception as exc:  # a bug must not take the other articles down
-                log.exception("parsing %s", source.display_path)
-                parsed.append(
-                    Parsed(None, [Problem(source.display_path, 1, f"internal error: {exc!r}")])
-                )
-        catalog = build_catalog(parsed)
-        report.problems.extend(catalog.problems)
-
-        # 2. Bodies: analyse the articles whose bytes changed since the last build.
-        summaries: dict[str, dict[str, Any]] = {}
-        stale: list[Article] = []
-        for article in catalog.articles.values():
-            known = state["sources"].get(state_keys[article.path])
-            cached = self.cache_dir / f"{article.source_hash}.json"
-            if not force and known and known["hash"] == article.source_hash and cached.exists():
-                summaries[article.path] = known
-            else:
-                stale.append(article)
-        units: list[Unit] = [
-            {
-                "settings": unit_settings,
-                "cache_dir": str(self.cache_dir),
-                "files": [[str(files[a.path]), a.path] for a in chunk],
-            }
-            for chunk in _chunks(stale, CHUNK)
-        ]
-        for result in self.pool.run("analyse", units):
-            for summary in result["results"]:
-                if summary["hash"] is not None:
-                    summaries[summary["path"]] = summary
-
-        # 3. Problems that need the whole catalog (links to unknown articles).
-        slugs = {a.slug for a in catalog.articles.values() if a.is_published}
-        broken: set[str] = set()
-        for article in catalog.articles.values():
-            summary = summaries.get(article.path)
-            if summary is None:
-                broken.add(article.slug)
-                continue
-            problems = [Problem(article.path, line, text) for line, text in summary["problems"]]
-            if article.is_published:
-                links = (Link(href, line, None, slug) for slug, line, href in summary["links"])
-                problems += link_problems(article.path, links, slugs)
-            if problems:
-                broken.add(article.slug)
-                report.problems.extend(problems)
-        published = [a for a in catalog.published() if a.slug not in broken]
-        report.articles = len(published)
-
-        # 4. Plan the pages and render those whose key changed.
+        run = _Pass(self, report, key, self._load_state(key), force)
+        catalog = run.read()
+        run.analyse(catalog)
+        published = run.check(catalog)
         scores = hot.current_scores(self.engagement)
         css = (self.settings.templates_dir / "web" / "site.css").read_bytes()
         css_version = _hash(css.decode("utf-8"))[:10]
         tpl = templates_version(self.settings.templates_dir)
         nav = nav_for(published)
-        pages: dict[str, str] = {}
-        jobs = []
-        # Rank once: the block on a page is the top hot_size + 1 minus the page itself.
-        size = self.settings.hot_size
-        top = [c.__dict__ for c in hot.cards(hot.rank(published, scores, size=size + 1),
-                                             self.settings)]  # fmt: skip
-        for article in published:
-            cards = [c for c in top if c["slug"] != article.slug][:size]
-            page = article_page_path(article.slug)
-            page_key = _hash(key, tpl, article.source_hash, cards, nav)
-            pages[page] = page_key
-            if force or state["pages"].get(page) != page_key or not (self.out_dir / page).exists():
-                jobs.append(
-                    {"file": str(files[article.path]), "path": article.path,
-                     "hash": article.source_hash, "hot": cards, "page": page}
-                )  # fmt: skip
-            else:
-                report.unchanged += 1
-        units = [
-            {
-                "settings": unit_settings,
-                "out_dir": str(self.out_dir),
-                "cache_dir": str(self.cache_dir),
-                "nav": nav,
-                "css_version": css_version,
-                "jobs": chunk,
-            }
-            for chunk in _chunks(jobs, CHUNK)
-        ]
-        for result in self.pool.run("render_articles", units):
-            report.written.extend(result["written"])
-
+        run.render_articles(published, scores, nav, css_version, tpl)
         for page, page_key, render in self._site_pages(
             catalog, published, scores, nav, css, css_version, key, tpl, favicon
         ):
-            pages[page] = page_key
-            if force or state["pages"].get(page) != page_key or not (self.out_dir / page).exists():
-                atomic_write(self.out_dir / page, render())
-                report.written.append(page)
-            else:
-                report.unchanged += 1
-
-        # 5. Remove pages nobody makes any more (deleted or unpublished articles), but
-        #    keep the last good page of an article that is broken right now, including
-        #    files that no longer parse at all (known by what the last build read).
-        failed = set(files) - {a.path for a in catalog.articles.values()}
-        for path in failed:
-            if state_keys[path] in state["sources"]:
-                summaries[path] = state["sources"][state_keys[path]]
-                broken.add(summaries[path]["slug"])
-        keep = {article_page_path(slug) for slug in broken}
-        for page in sorted(set(state["pages"]) - set(pages) - keep):
-            target = self.out_dir / page
-            if target.exists():
-                target.unlink()
-                report.removed.append(page)
-            _prune_empty(target.parent, self.out_dir)
-        for page in keep & set(state["pages"]):
-            pages[page] = state["pages"][page]
-
-        new_state: dict[str, Any] = {
-            "key": key,
-            "sources": {state_keys[p]: summaries[p] for p in files if p in summaries},
-            "pages": pages,
-        }  # fmt: skip
-        atomic_write(self.state_dir / "state.json", json.dumps(new_state))
-        self._prune_cache({s["hash"] for s in new_state["sources"].values()})
+            run.write(page, page_key, render)
+        run.prune(catalog)
+        run.save()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -293,6 +168,27 @@ class Builder:
 
         yield "index.html", _hash(key, tpl, home_hot, [card(a) for a in latest], nav), home
 
+        yield from self._listing_pages(published, nav, css_version, key, tpl)
+
+        yield "feed.xml", _hash(key, listed[:50]), lambda: feed(settings, published[:50])
+        yield "sitemap.xml", _hash(key, listed), lambda: sitemap(settings, env, published, nav)
+        yield (
+            "robots.txt",
+            _hash(key),
+            lambda: f"User-agent: *\nAllow: /\nSitemap: {settings.base_url}/sitemap.xml\n",
+        )
+
+    def _listing_pages(
+        self,
+        published: list[Article],
+        nav: list[dict[str, str]],
+        css_version: str,
+        key: str,
+        tpl: str,
+    ) -> Iterable[tuple[str, str, Any]]:
+        """A page per category and per series, listing its articles."""
+        settings = self.settings
+        env = environment(settings.templates_dir)
         for kind, attr, folder in (("Category", "category", "category"),
                                    ("Series", "series", "series")):  # fmt: skip
             groups: dict[str, list[Article]] = {}
@@ -314,20 +210,182 @@ class Builder:
 
                 yield page, _hash(key, tpl, kind, name, [card(a) for a in items], nav), listing
 
-        yield "feed.xml", _hash(key, listed[:50]), lambda: feed(settings, published[:50])
-        yield "sitemap.xml", _hash(key, listed), lambda: sitemap(settings, env, published, nav)
-        yield (
-            "robots.txt",
-            _hash(key),
-            lambda: f"User-agent: *\nAllow: /\nSitemap: {settings.base_url}/sitemap.xml\n",
-        )
-
-    def _prune_cache(self, live: set[str]) -> None:
+    def prune_cache(self, live: set[str]) -> None:
         if not self.cache_dir.is_dir():
             return
         for entry in self.cache_dir.iterdir():
             if entry.suffix == ".json" and entry.stem not in live:
                 entry.unlink(missing_ok=True)
+
+
+@dataclass
+class _Pass:
+    """What one build learns as it goes: the files, what their bodies hold, the pages
+    it makes and the articles that are broken right now."""
+
+    builder: Builder
+    report: BuildReport
+    key: str
+    state: dict[str, Any]
+    force: bool
+    files: dict[str, Path] = field(default_factory=dict)  # display path -> file
+    state_keys: dict[str, str] = field(default_factory=dict)  # display path -> state key
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)  # slugs
+    pages: dict[str, str] = field(default_factory=dict)  # page -> its key
+
+    def read(self) -> Catalog:
+        """1. Read and parse every file; a broken one is reported, never fatal."""
+        store, settings = self.builder.store, self.builder.settings
+        parsed: list[Parsed] = []
+        for source in store.sources():
+            self.files[source.display_path] = source.path
+            # state is keyed by the path within the content folder, whatever the cwd
+            self.state_keys[source.display_path] = source.path.relative_to(store.root).as_posix()
+            try:
+                parsed.append(
+                    parse_article(source.display_path, source.raw, settings, source.modified)
+                )
+            except Exception as exc:  # a bug must not take the other articles down
+                log.exception("parsing %s", source.display_path)
+                parsed.append(
+                    Parsed(None, [Problem(source.display_path, 1, f"internal error: {exc!r}")])
+                )
+        catalog = build_catalog(parsed)
+        self.report.problems.extend(catalog.problems)
+        return catalog
+
+    def analyse(self, catalog: Catalog) -> None:
+        """2. Bodies: analyse the articles whose bytes changed since the last build."""
+        cache_dir = self.builder.cache_dir
+        stale: list[Article] = []
+        for article in catalog.articles.values():
+            known = self.state["sources"].get(self.state_keys[article.path])
+            cached = cache_dir / f"{article.source_hash}.json"
+            if (
+                not self.force
+                and known
+                and known["hash"] == article.source_hash
+                and cached.exists()
+            ):
+                self.summaries[article.path] = known
+            else:
+                stale.append(article)
+        units: list[Unit] = [
+            {
+                "settings": self.builder.settings.render_values(),  # no secret travels
+                "cache_dir": str(cache_dir),
+                "files": [[str(self.files[a.path]), a.path] for a in chunk],
+            }
+            for chunk in _chunks(stale, CHUNK)
+        ]
+        for result in self.builder.pool.run("analyse", units):
+            for summary in result["results"]:
+                if summary["hash"] is not None:
+                    self.summaries[summary["path"]] = summary
+
+    def check(self, catalog: Catalog) -> list[Article]:
+        """3. Problems that need the whole catalog (links to unknown articles); the
+        published articles without problems are the ones the site shows."""
+        slugs = {a.slug for a in catalog.articles.values() if a.is_published}
+        for article in catalog.articles.values():
+            summary = self.summaries.get(article.path)
+            if summary is None:
+                self.broken.add(article.slug)
+                continue
+            problems = [Problem(article.path, line, text) for line, text in summary["problems"]]
+            if article.is_published:
+                links = (Link(href, line, None, slug) for slug, line, href in summary["links"])
+                problems += link_problems(article.path, links, slugs)
+            if problems:
+                self.broken.add(article.slug)
+                self.report.problems.extend(problems)
+        published = [a for a in catalog.published() if a.slug not in self.broken]
+        self.report.articles = len(published)
+        return published
+
+    def stale(self, page: str, page_key: str) -> bool:
+        self.pages[page] = page_key
+        if self.force or self.state["pages"].get(page) != page_key:
+            return True
+        if not (self.builder.out_dir / page).exists():
+            return True
+        self.report.unchanged += 1
+        return False
+
+    def render_articles(
+        self,
+        published: list[Article],
+        scores: dict[str, float],
+        nav: list[dict[str, str]],
+        css_version: str,
+        tpl: str,
+    ) -> None:
+        """4a. The article pages whose key changed, as units of work."""
+        size = self.builder.settings.hot_size
+        # Rank once: the block on a page is the top hot_size + 1 minus the page itself.
+        top = [c.__dict__ for c in hot.cards(hot.rank(published, scores, size=size + 1),
+                                             self.builder.settings)]  # fmt: skip
+        jobs = []
+        for article in published:
+            cards = [c for c in top if c["slug"] != article.slug][:size]
+            page = article_page_path(article.slug)
+            if self.stale(page, _hash(self.key, tpl, article.source_hash, cards, nav)):
+                jobs.append(
+                    {"file": str(self.files[article.path]), "path": article.path,
+                     "hash": article.source_hash, "hot": cards, "page": page}
+                )  # fmt: skip
+        units = [
+            {
+                "settings": self.builder.settings.render_values(),
+                "out_dir": str(self.builder.out_dir),
+                "cache_dir": str(self.builder.cache_dir),
+                "nav": nav,
+                "css_version": css_version,
+                "jobs": chunk,
+            }
+            for chunk in _chunks(jobs, CHUNK)
+        ]
+        for result in self.builder.pool.run("render_articles", units):
+            self.report.written.extend(result["written"])
+
+    def write(self, page: str, page_key: str, render: Callable[[], str | bytes]) -> None:
+        """4b. One of the other pages, when its key changed."""
+        if self.stale(page, page_key):
+            atomic_write(self.builder.out_dir / page, render())
+            self.report.written.append(page)
+
+    def prune(self, catalog: Catalog) -> None:
+        """5. Remove pages nobody makes any more (deleted or unpublished articles), but
+        keep the last good page of an article that is broken right now, including files
+        that no longer parse at all (known by what the last build read)."""
+        out_dir, sources = self.builder.out_dir, self.state["sources"]
+        failed = set(self.files) - {a.path for a in catalog.articles.values()}
+        for path in failed:
+            if self.state_keys[path] in sources:
+                self.summaries[path] = sources[self.state_keys[path]]
+                self.broken.add(self.summaries[path]["slug"])
+        keep = {article_page_path(slug) for slug in self.broken}
+        for page in sorted(set(self.state["pages"]) - set(self.pages) - keep):
+            target = out_dir / page
+            if target.exists():
+                target.unlink()
+                self.report.removed.append(page)
+            _prune_empty(target.parent, out_dir)
+        for page in keep & set(self.state["pages"]):
+            self.pages[page] = self.state["pages"][page]
+
+    def save(self) -> None:
+        """What the next build starts from; cached bodies nobody uses go."""
+        new_state: dict[str, Any] = {
+            "key": self.key,
+            "sources": {
+                self.state_keys[p]: self.summaries[p] for p in self.files if p in self.summaries
+            },
+            "pages": self.pages,
+        }
+        atomic_write(self.builder.state_dir / "state.json", json.dumps(new_state))
+        self.builder.prune_cache({s["hash"] for s in new_state["sources"].values()})
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from feedgen.feed import FeedGenerator
 
-from pipeline.content.store import Article
+from pipeline.content.article import Article
 from pipeline.render import hot
 from pipeline.render.markup import Body, parse_fragment, slugify_heading
 from pipeline.render.policy import article_page_path, article_url, disclaimer_for, disclosure_for

@@ -9,7 +9,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.content.store import Parsed, parse_article
+from pipeline.content.article import Parsed
+from pipeline.content.frontmatter import parse_article
 from pipeline.files import atomic_write
 from pipeline.render import hot
 from pipeline.render.markup import Body, Renderer

@@ -7,7 +7,7 @@
     smtp       any SMTP server, one message per recipient
 
 ``create`` picks one from the settings. The adapters are imported only when chosen,
-so ``pipeline.sending.providers.double`` (the stand-in server for tests) stays light.
+so importing this package (or one adapter's module) stays light.
 """
 
 from __future__ import annotations

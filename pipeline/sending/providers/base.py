@@ -9,7 +9,7 @@ substitutions, or a cheap string substitution per message) and answers with a
 retry is safe.
 
 The network is injected: HTTP adapters take a ``requests.Session``, so tests talk to
-a real server on loopback (``pipeline.sending.providers.double``), never to a monkeypatch.
+a real server on loopback (``letterpress_testing``, the provider double), never to a monkeypatch.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Recipient:
     subscriber_id: int
     email: str
     name: str
-    fields: dict[str, str]  # merge field name -> value (see pipeline.render.emails.MERGE)
+    fields: dict[str, str]  # merge field name -> value (see pipeline.merge.MERGE)
     headers: dict[str, str]  # per-recipient headers: List-Unsubscribe
 
 

@@ -223,18 +223,6 @@ def retry_after(response: requests.Response, now: float | None = None) -> float 
     return None
 
 
-MERGE_FIELD = re.compile(r"%%([a-z_]+)%%")  # as in pipeline.render.emails.personalise
-
-
-def merge_names(*texts: str) -> list[str]:
-    """The merge fields used in ``texts``, in order of first use."""
-    names: dict[str, None] = {}
-    for text in texts:
-        for match in MERGE_FIELD.finditer(text):
-            names.setdefault(match.group(1), None)
-    return list(names)
-
-
 def json_body(response: requests.Response) -> Any:
     """The decoded JSON answer, or None when it is not JSON."""
     try:

@@ -18,14 +18,12 @@ from email.utils import formataddr
 import requests
 
 from pipeline.audience.addresses import mailbox, wire
-from pipeline.render.emails import personalise
+from pipeline.merge import MERGE_FIELD, merge_names, personalise
 from pipeline.sending.providers.base import BatchResult, Message, Recipient, Transient, build_each
 from pipeline.sending.providers.http import (
-    MERGE_FIELD,
     HttpApi,
     base_url,
     json_body,
-    merge_names,
     required,
 )
 from pipeline.settings import Settings

@@ -3,7 +3,7 @@
 The shape is the one ``pipeline.render.emails.mime_message`` gives a preview: a
 ``multipart/alternative`` with the text part first and the HTML part last (the one
 clients prefer), both quoted-printable, with the merge fields filled by
-``pipeline.render.emails.personalise``.
+``pipeline.merge.personalise``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, formataddr, make_msgid
 
 from pipeline.audience.addresses import ascii_domain, mailbox, wire
-from pipeline.render.emails import personalise
+from pipeline.merge import personalise
 from pipeline.sending.dkim import Signer
 from pipeline.sending.providers.base import Message, Recipient
 

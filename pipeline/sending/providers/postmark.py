@@ -1,7 +1,7 @@
 """Postmark: one batch call per batch (``POST /email/batch``, up to 500 messages).
 
 Postmark has no merge fields of its own for batches, so every message is
-personalised here (``pipeline.render.emails.personalise``). It answers 200 with one result
+personalised here (``pipeline.merge.personalise``). It answers 200 with one result
 per message, in order: ``ErrorCode`` 0 is accepted, anything else is that
 recipient's rejection. The batch key goes into each message's ``Metadata``, which
 ``accepted`` searches (``GET /messages/outbound?metadata_letterpress-batch=…``).
@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from pipeline.audience.addresses import wire
-from pipeline.render.emails import personalise
+from pipeline.merge import personalise
 from pipeline.sending.providers.base import (
     Ambiguous,
     BatchResult,

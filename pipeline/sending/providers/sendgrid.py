@@ -17,9 +17,9 @@ from typing import Any
 import requests
 
 from pipeline.audience.addresses import wire
-from pipeline.render.emails import personalise
+from pipeline.merge import merge_names, personalise
 from pipeline.sending.providers.base import BatchResult, Message, Recipient, build_each
-from pipeline.sending.providers.http import HttpApi, base_url, merge_names, required
+from pipeline.sending.providers.http import HttpApi, base_url, required
 from pipeline.settings import Settings
 
 LIMIT = 1000  # personalizations per call

@@ -233,54 +233,11 @@ class SmtpProvider:
         for recipient, (to, payload, message_id, options) in build_each(
             recipients, render, result.rejected, self.name
         ):
+            answer = self._transaction(conn, message, recipient, to, payload, options, result)
+            if answer is None:
+                continue  # refused for good at MAIL, RCPT or DATA: recorded as rejected
+            code, reply = answer
             sid = recipient.subscriber_id
-            waiting_for_data_reply = False
-            try:
-                # With SMTPUTF8 (only asked for when offered) smtplib sends UTF-8 commands.
-                code, reply = conn.mail(message.from_email, options)
-                if code != 250:
-                    conn.rset()
-                    error = Rejected if 500 <= code < 600 else Transient
-                    raise error(
-                        f"{where} refused the sender {message.from_email}: {code} {_text(reply)}",
-                        partial=result,
-                    )
-                code, reply = conn.rcpt(to)
-                if code not in (250, 251):
-                    conn.rset()
-                    if 500 <= code < 600:
-                        result.rejected[sid] = f"{code} {_text(reply)}"
-                        continue
-                    raise Transient(
-                        f"{where} deferred {recipient.email}: {code} {_text(reply)}",
-                        partial=result,
-                    )
-                code, reply = conn.docmd("DATA")
-                if code != 354:
-                    conn.rset()
-                    if 500 <= code < 600:
-                        result.rejected[sid] = f"{code} {_text(reply)}"
-                        continue
-                    raise Transient(f"{where} refused DATA: {code} {_text(reply)}", partial=result)
-                conn.send(payload)
-                waiting_for_data_reply = True
-                code, reply = conn.getreply()
-                waiting_for_data_reply = False
-            except (smtplib.SMTPServerDisconnected, OSError) as exc:
-                self._drop()
-                if waiting_for_data_reply:
-                    raise Ambiguous(
-                        f"{where}: the connection broke before the server confirmed the message"
-                        f" to {recipient.email}, which it may have taken: {exc}",
-                        partial=result,
-                    ) from exc
-                raise Transient(f"{where}: the connection broke: {exc}", partial=result) from exc
-            except (Rejected, Transient):
-                if code == 421:
-                    self._drop()
-                raise
-            finally:
-                conn.command_encoding = "ascii"  # the next transaction may be plain ASCII
             if code == 250:
                 result.accepted[sid] = message_id
             elif 500 <= code < 600:
@@ -293,6 +250,62 @@ class SmtpProvider:
                     partial=result,
                 )
         return result
+
+    def _transaction(
+        self,
+        conn: smtplib.SMTP,
+        message: Message,
+        recipient: Recipient,
+        to: str,
+        payload: bytes,
+        options: list[str],
+        result: BatchResult,
+    ) -> tuple[int, bytes] | None:
+        """MAIL, RCPT and DATA for one recipient: the server's answer to the message, or
+        None when it refused the recipient for good before the message was sent."""
+        where = f"smtp: {self.target.host}:{self.target.port}"
+        sid = recipient.subscriber_id
+        code = 0
+        waiting_for_data_reply = False
+        try:
+            # With SMTPUTF8 (only asked for when offered) smtplib sends UTF-8 commands.
+            code, reply = conn.mail(message.from_email, options)
+            if code != 250:
+                conn.rset()
+                error = Rejected if 500 <= code < 600 else Transient
+                raise error(
+                    f"{where} refused the sender {message.from_email}: {code} {_text(reply)}",
+                    partial=result,
+                )
+            for command in ("RCPT", "DATA"):
+                code, reply = conn.rcpt(to) if command == "RCPT" else conn.docmd("DATA")
+                if code in ((250, 251) if command == "RCPT" else (354,)):
+                    continue
+                conn.rset()
+                if 500 <= code < 600:
+                    result.rejected[sid] = f"{code} {_text(reply)}"
+                    return None
+                what = f"deferred {recipient.email}" if command == "RCPT" else "refused DATA"
+                raise Transient(f"{where} {what}: {code} {_text(reply)}", partial=result)
+            conn.send(payload)
+            waiting_for_data_reply = True
+            code, reply = conn.getreply()
+            return code, reply
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            if waiting_for_data_reply:
+                raise Ambiguous(
+                    f"{where}: the connection broke before the server confirmed the message"
+                    f" to {recipient.email}, which it may have taken: {exc}",
+                    partial=result,
+                ) from exc
+            raise Transient(f"{where}: the connection broke: {exc}", partial=result) from exc
+        except (Rejected, Transient):
+            if code == 421:
+                self._drop()
+            raise
+        finally:
+            conn.command_encoding = "ascii"  # the next transaction may be plain ASCII
 
     def accepted(self, key: str, since: datetime) -> set[str] | None:
         return None

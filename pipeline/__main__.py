@@ -1,3 +1,0 @@
-from pipeline.cli.main import main
-
-main(prog_name="letterpress")

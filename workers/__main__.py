@@ -1,0 +1,5 @@
+"""``python -m workers``: the ``letterpress`` command."""
+
+from workers.edge import main
+
+main()

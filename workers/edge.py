@@ -1,0 +1,83 @@
+"""The edge: where the Celery side is wired into the CLI and the service.
+
+``letterpress`` (``main``) and the service's application factory
+(``service_from_environment``, which uvicorn's worker processes import) hand
+``pipeline`` an ``Edge`` whose ``connect`` makes a ``CeleryBroker``. Nothing in
+``pipeline`` imports this package; an import-linter contract keeps it so.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from celery import Celery
+
+from pipeline.broker import Edge
+from pipeline.settings import Settings
+from workers import names
+from workers.app import create_app
+from workers.dispatch import CeleryDispatcher
+from workers.pool import CeleryPool
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+SERVICE_APP = "workers.edge:service_from_environment"
+
+
+class CeleryBroker:
+    """``pipeline.broker.Broker`` on Celery: one app per broker, made once."""
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self.settings = settings
+        self.app = app or create_app(settings)
+
+    def dispatcher(self) -> CeleryDispatcher:
+        return CeleryDispatcher(self.app)
+
+    def start_due_now(self) -> None:
+        self.app.send_task(names.START_DUE)
+
+    def sweep_now(self) -> None:
+        self.app.send_task(names.SWEEP)
+
+    def workers_online(self, timeout: float = 1.0) -> list[str] | None:
+        try:
+            replies = self.app.control.ping(timeout=timeout) or []
+        except Exception:  # broker down: nobody to ask
+            return None
+        return [name for reply in replies for name in reply]
+
+    def build_pool(self) -> CeleryPool | None:
+        return CeleryPool(self.app) if self.workers_online() else None
+
+    def run_worker(self, args: Sequence[str]) -> None:
+        self.app.worker_main(["worker", *args])
+
+    def run_beat(self, args: Sequence[str]) -> None:
+        schedule = Path(tempfile.gettempdir()) / f"letterpress-beat-{self.settings.redis_prefix}"
+        self.app.start(["beat", "--schedule", str(schedule), *args])
+
+
+def connect(settings: Settings) -> CeleryBroker:
+    return CeleryBroker(settings)
+
+
+EDGE = Edge(connect=connect, service_app=SERVICE_APP)
+
+
+def main() -> None:
+    """The ``letterpress`` command, with the Celery side wired in."""
+    from pipeline.cli.main import main as cli
+
+    cli(obj=EDGE)
+
+
+def service_from_environment() -> FastAPI:
+    """The subscriber service, with the Celery side wired in (for uvicorn's factory)."""
+    from pipeline.web.app import app_from_environment
+
+    return app_from_environment(edge=EDGE)
