@@ -55,6 +55,15 @@ class RunningService:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def output_once(self, text: str, timeout: float = 10.0) -> str:
+        """The service's output, once ``text`` is in it (its log lines follow the answer)."""
+        deadline = time.monotonic() + timeout
+        while text not in (out := self.output()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the service's output:\n{out[-3000:]}")
+            time.sleep(0.05)
+        return out
+
 
 @contextmanager
 def running_service(
