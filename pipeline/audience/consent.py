@@ -339,19 +339,7 @@ def export(engine: Engine, subscriber_id: int) -> dict[str, Any]:
             .where(d.subscriber_id == subscriber_id)
             .order_by(d.issue_id)
         ).all()
-        c = db.clicks.c
-        clicks = conn.execute(
-            sa.select(c.issue_id, db.issue_links.c.url, c.at)
-            .join(
-                db.issue_links,
-                sa.and_(
-                    db.issue_links.c.issue_id == c.issue_id,
-                    db.issue_links.c.position == c.position,
-                ),
-            )
-            .where(c.subscriber_id == subscriber_id)
-            .order_by(c.id)
-        ).all()
+        clicks = _clicks(conn, subscriber_id)
     return {
         "email": row.email,
         "name": row.name,
@@ -375,6 +363,22 @@ def export(engine: Engine, subscriber_id: int) -> dict[str, Any]:
         ],
         "clicks": [{"issue": r.issue_id, "url": r.url, "at": iso(r.at)} for r in clicks],
     }
+
+
+def _clicks(conn: sa.Connection, subscriber_id: int) -> list[Any]:
+    """Each link the subscriber followed, with its issue and when."""
+    c, links = db.clicks.c, db.issue_links.c
+    return list(
+        conn.execute(
+            sa.select(c.issue_id, links.url, c.at)
+            .join(
+                db.issue_links,
+                sa.and_(links.issue_id == c.issue_id, links.position == c.position),
+            )
+            .where(c.subscriber_id == subscriber_id)
+            .order_by(c.id)
+        ).all()
+    )
 
 
 def erase(engine: Engine, subscriber_id: int) -> bool:
