@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from pipeline.errors import ConfigError
+from pipeline.statuses import Role
 
 _FILE_VALUES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "letterpress_file_values", default=None
@@ -262,6 +263,14 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=5_000_000, ge=1024)
     serve_workers: int = Field(default=2, ge=1)
     forwarded_allow_ips: str = "127.0.0.1"
+
+    # Editors' console (letterpress serve, /console)
+    console_idle_minutes: int = Field(default=720, ge=1)  # signed out after this unused
+    console_session_days: int = Field(default=7, ge=1)  # and after this, used or not
+    console_signin_per_ip_per_hour: int = Field(default=30, ge=1)
+    console_signin_per_account_per_15min: int = Field(default=5, ge=1)
+    # Roles whose users must sign in with a TOTP code; empty: a code is each user's choice.
+    console_totp_roles: list[Role] = Field(default_factory=list)
 
     # Affiliate links and disclosures
     affiliate_disclosure: str = DEFAULT_DISCLOSURE

@@ -1,4 +1,5 @@
-"""The states that issues, batches, deliveries and subscribers pass through.
+"""The states that issues, batches, deliveries and subscribers pass through, and the
+roles of the people who sign in to the editors' console.
 
 One definition each: the schema's CHECK constraints (``pipeline.store.db``), the domain
 and the admin API's schemas are all built from these enums. Being ``StrEnum``s, their
@@ -42,6 +43,15 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"  # left, bounced or complained before their batch went
+
+
+class Role(StrEnum):
+    """What a console user may do: ``pipeline.people.roles`` holds the table."""
+
+    OWNER = "owner"  # everything, and the only one who manages users
+    EDITOR = "editor"  # everything with issues: compose, test, schedule, steer
+    AUTHOR = "author"  # compose and test issues
+    VIEWER = "viewer"  # read only
 
 
 def check(column: str, states: type[StrEnum]) -> str:

@@ -14,7 +14,7 @@ from pipeline.content.store import FileContentStore
 from pipeline.errors import ConfigError, NotFound
 from pipeline.sending import issues
 from pipeline.sending.issues import ArticleRef, IssueStateError
-from pipeline.statuses import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus
+from pipeline.statuses import BatchStatus, DeliveryStatus, IssueStatus, Role, SubscriberStatus
 from pipeline.store import db
 from tests.conftest import SEEDS
 
@@ -153,21 +153,22 @@ def test_migrations_build_exactly_the_tables(database_url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("table", "states"),
+    ("table", "column", "states"),
     [
-        ("subscribers", SubscriberStatus),
-        ("issues", IssueStatus),
-        ("batches", BatchStatus),
-        ("deliveries", DeliveryStatus),
+        ("subscribers", "status", SubscriberStatus),
+        ("issues", "status", IssueStatus),
+        ("batches", "status", BatchStatus),
+        ("deliveries", "status", DeliveryStatus),
+        ("users", "role", Role),
     ],
 )
 def test_the_migrated_status_checks_allow_exactly_the_enums(
-    database_url: str, table: str, states: type[StrEnum]
+    database_url: str, table: str, column: str, states: type[StrEnum]
 ) -> None:
     """The enums are the one definition: the migrated database takes each member and
     refuses anything else, in SQLite and in PostgreSQL."""
     engine = db.engine(database_url)
-    name = f"ck_{table}_status"
+    name = f"ck_{table}_{column}"
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             sql = conn.execute(

@@ -394,8 +394,9 @@ def _register() -> None:
     from pipeline.cli.issues import COMMANDS
     from pipeline.cli.serve import serve
     from pipeline.cli.subscribers import subscribers
+    from pipeline.cli.users import users
 
-    for command in [*COMMANDS, subscribers, serve]:
+    for command in [*COMMANDS, subscribers, users, serve]:
         main.add_command(command)
 
 

@@ -15,6 +15,8 @@ by ``letterpress db upgrade``; a test checks the migrations build exactly these 
            ──< clicks           one row per followed link
     subscribers ──< subscriber_events   sign-ups, confirmations, unsubscribes, bounces
     provider_events             webhook events already applied (a retry changes nothing)
+    users ──< console_sessions  who signs in to the editors' console; their sign-ins
+          ──< audit_log         what they (or the command line) changed, and when
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.types import TypeDecorator
 
 from pipeline.errors import ConfigError
-from pipeline.statuses import BatchStatus, DeliveryStatus, IssueStatus, SubscriberStatus, check
+from pipeline.statuses import (
+    BatchStatus,
+    DeliveryStatus,
+    IssueStatus,
+    Role,
+    SubscriberStatus,
+    check,
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -269,6 +278,48 @@ webhook_nonces = sa.Table(
     sa.Column("provider", sa.String(20), primary_key=True),
     sa.Column("nonce", sa.String(200), primary_key=True),
     sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index(None, "at"),
+)
+
+# -- the editors' console: people, their sign-ins, what they did (pipeline/people) ------
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("password_hash", sa.String(255), nullable=False),  # argon2id, PHC string
+    sa.Column("totp_secret", sa.String(64)),  # base32; set once a code proved it works
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("disabled_at", UTCDateTime),  # kept, not deleted: the audit log names them
+    sa.CheckConstraint(check("role", Role), name="role"),
+)
+
+# Only the SHA-256 of a session token is stored: a copy of the table signs nobody in.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("seen_at", UTCDateTime, nullable=False),  # idle expiry counts from here
+    sa.Column("expires_at", UTCDateTime, nullable=False),  # absolute expiry
+    sa.Index(None, "user_id"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    # Who did it; NULL for the command line (and for a user since deleted).
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("action", sa.String(60), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
     sa.Index(None, "at"),
 )
 
