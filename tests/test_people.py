@@ -440,6 +440,20 @@ def test_totp(engine: Engine) -> None:
     entry = audit.recent(engine)[0]
     assert (entry.user_email, entry.action) == (olive.email, "two-factor sign-in enabled")
 
+    # The second step, as the console takes it: the id the first step named, and a code.
+    with pytest.raises(TotpNeeded) as first:
+        users.authenticate(engine, olive.email, PASSWORD)
+    assert first.value.user_id == olive.id
+    with pytest.raises(SignInRefused, match=r"^wrong code$"):
+        users.second_factor(engine, olive.id, wrong_code(secret))
+    with pytest.raises(TotpNeeded):
+        users.second_factor(engine, olive.id, " ")
+    assert users.second_factor(engine, olive.id, pyotp.TOTP(secret).now()).id == olive.id
+    users.add(engine, "other-owner@example.org", Role.OWNER, PASSWORD)
+    users.disable(engine, olive.id, by=None)  # between the two steps
+    with pytest.raises(SignInRefused, match="start again"):
+        users.second_factor(engine, olive.id, pyotp.TOTP(secret).now())
+
 
 # -- the command line -------------------------------------------------------------------------
 

@@ -57,7 +57,12 @@ class SignInRefused(UserError):
 
 
 class TotpNeeded(UserError):
-    """The password was right, and the user signs in with a code too: ask for it."""
+    """The password was right, and the user signs in with a code too: ask for it, then
+    finish with ``second_factor(engine, user_id, code)``."""
+
+    def __init__(self, message: str, user_id: int) -> None:
+        super().__init__(message)
+        self.user_id = user_id
 
 
 @dataclass(frozen=True)
@@ -237,7 +242,7 @@ def authenticate(engine: Engine, email: str, password: str, totp_code: str | Non
     if row.totp_secret is not None:
         code = "".join((totp_code or "").split())
         if not code:
-            raise TotpNeeded("enter the 6-digit code from your authenticator app")
+            raise TotpNeeded("enter the 6-digit code from your authenticator app", row.id)
         if not _code_ok(row.totp_secret, code):
             raise SignInRefused("wrong code")
     if HASHER.check_needs_rehash(row.password_hash):
@@ -248,6 +253,22 @@ def authenticate(engine: Engine, email: str, password: str, totp_code: str | Non
                 .where(U.id == row.id, U.password_hash == row.password_hash)
                 .values(password_hash=renewed)
             )
+    return from_row(row)
+
+
+def second_factor(engine: Engine, user_id: int, code: str) -> User:
+    """The second step of signing in, once ``authenticate`` answered ``TotpNeeded`` for
+    this user: their code, checked again against the account as it is now (disabled in
+    the meantime, or two-factor sign-in turned off, and the step is refused)."""
+    with engine.connect() as conn:
+        row = _row(conn, U.id == user_id)
+    if row is None or row.disabled_at is not None or row.totp_secret is None:
+        raise SignInRefused("the sign-in took too long: start again")
+    code = "".join(code.split())
+    if not code:
+        raise TotpNeeded("enter the 6-digit code from your authenticator app", row.id)
+    if not _code_ok(row.totp_secret, code):
+        raise SignInRefused("wrong code")
     return from_row(row)
 
 

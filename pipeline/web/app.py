@@ -21,7 +21,7 @@ from pipeline.broker import Edge
 from pipeline.ops import health
 from pipeline.sending.providers.base import Provider
 from pipeline.settings import Settings, load_settings
-from pipeline.web import admin, hooks, pages, public
+from pipeline.web import admin, console, hooks, pages, public
 from pipeline.web.forms import Utf8Forms
 from pipeline.web.service import ASGIApp, Message, Receive, Scope, Send, Service, current
 
@@ -179,7 +179,9 @@ def create_app(
     app.include_router(pages.router)
     app.include_router(hooks.router)
     app.include_router(admin.router)
+    app.include_router(console.router)
     _answer_errors(app)
+    console.handle_errors(app)
     app.add_middleware(Utf8Forms, service=app.state.service)
     app.add_middleware(FastPaths, service=app.state.service)
     app.add_middleware(

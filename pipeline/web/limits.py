@@ -1,4 +1,5 @@
-"""Fixed-window request limits (sign-ups per IP and per address).
+"""Fixed-window request limits (sign-ups per IP and per address, console sign-ins per IP
+and per account).
 
 In Redis when it is configured, so every server process shares the count; in this
 process otherwise. Keys hold a keyed hash of the IP or address, never the value.
@@ -11,6 +12,14 @@ import hmac
 import threading
 import time
 from typing import Any
+
+# DECR only a key that exists: one that has expired is not brought back without a TTL.
+_FORGIVE = """
+if redis.call('exists', KEYS[1]) == 1 and tonumber(redis.call('get', KEYS[1])) > 0 then
+  return redis.call('decr', KEYS[1])
+end
+return 0
+"""
 
 
 class Limits:
@@ -45,6 +54,18 @@ class Limits:
             if len(self._local) > 100_000:  # forget ended windows
                 self._local = {k: v for k, v in self._local.items() if v[1] > now}
         return 0 if count + 1 <= limit else max(int(until - now), 1)
+
+    def forgive(self, kind: str, value: str) -> None:
+        """Take back one request counted by ``hit`` (a sign-in that succeeded), if its
+        window is still open."""
+        key = self._name(kind, value)
+        if self.redis is not None:
+            self.redis.eval(_FORGIVE, 1, key)
+            return
+        with self._lock:
+            count, until = self._local.get(key, (0, 0.0))
+            if count > 0 and until > time.monotonic():
+                self._local[key] = (count - 1, until)
 
     def first(self, kind: str, value: str, window: int) -> bool:
         """True the first time ``value`` is seen in ``window`` seconds (a page view)."""
