@@ -199,39 +199,23 @@ def issue_test(ctx: Context, issue_id: int, addresses: tuple[str, ...]) -> None:
     """Send the issue to these addresses only, subject prefixed [TEST]."""
 
     def run() -> None:
-        from pipeline.audience.subscribers import normalise_email
-        from pipeline.render.emaillint import email_warnings
-        from pipeline.render.emails import ONE_CLICK
-        from pipeline.sending.providers.base import Message
+        from pipeline.sending import testsend
 
         rt = SendingParts(ctx.settings())
-        email = render_issue(rt, issue_id)
-        for warning in email_warnings(email.html):  # what Gmail or Outlook cannot show
-            click.echo(warning, err=True)
         try:
-            targets = [normalise_email(a) for a in addresses]
-        except ValueError as exc:
+            targets = testsend.addresses(addresses)
+        except ConfigError as exc:
             raise ConfigError(f"--to: {exc}") from None
-        message = Message(
-            subject=f"[TEST] {email.subject}",
-            html=email.html.replace("%%name%%", "%%name_html%%"),
-            text=email.text,
-            from_name=rt.settings.sender_name,
-            from_email=rt.settings.sender_email,
-            tag=f"issue-{issue_id}-test",
-            headers=dict(ONE_CLICK),
-            metadata={"issue": f"{issue_id}-test", "batch": f"test-{issue_id}-{time.time_ns()}"},
-        )
-        recipients = [rt.sender._recipient(issue_id, 0, a, "") for a in targets]
-        result = rt.provider.send(message, recipients, message.metadata["batch"])
-        for r in recipients:
-            if r.subscriber_id in result.rejected:
-                click.echo(f"refused {r.email}: {result.rejected[r.subscriber_id]}", err=True)
-        click.echo(
-            f"sent a test of issue {issue_id} to {', '.join(targets)} through"
-            f" {rt.settings.provider}"
-        )
-        if result.rejected:
+        done = testsend.send_test(rt, issue_id, targets)
+        for warning in done.warnings:  # what Gmail or Outlook cannot show
+            click.echo(warning, err=True)
+        for address, reason in done.refused.items():
+            click.echo(f"refused {address}: {reason}", err=True)
+        if done.sent:
+            click.echo(
+                f"sent a test of issue {issue_id} to {', '.join(done.sent)} through {done.provider}"
+            )
+        if done.refused:
             sys.exit(1)
 
     run_or_exit(run)

@@ -27,3 +27,7 @@ class Keys:
     def rate(self, account: str) -> str:
         """The send-rate token bucket of one provider account, shared by every worker."""
         return self._key("rate:{0}", account)
+
+    def console_proof(self, token: str) -> str:
+        """A proof of an unsaved draft, shown in the console's preview (a few minutes)."""
+        return self._key("console:proof:{0}", token)

@@ -25,6 +25,7 @@ from pipeline.broker import Broker, Edge
 from pipeline.content.store import FileContentStore
 from pipeline.errors import NotFound
 from pipeline.render.hot import Engagement
+from pipeline.render.proof import Proofs
 from pipeline.render.templating import environment, site_context
 from pipeline.sending.parts import SendingParts
 from pipeline.sending.providers import create as create_provider
@@ -87,6 +88,11 @@ class Service:
     @cached_property
     def engagement(self) -> Engagement | None:
         return Engagement(self.redis, self.settings) if self.redis is not None else None
+
+    @cached_property
+    def proofs(self) -> Proofs:
+        """The console's previews of unsaved drafts, for their frames to load."""
+        return Proofs(self.redis, self.settings.redis_prefix)
 
     @cached_property
     def broker(self) -> Broker | None:

@@ -64,7 +64,8 @@ class OutboxProvider:
         try:
             for recipient, (data, message_id) in built:
                 name = f"{recipient.subscriber_id}.eml"
-                if "issue" not in message.metadata:  # other mail: one file per message
+                # other mail, and test sends (subscriber 0): one file per message
+                if "issue" not in message.metadata or not recipient.subscriber_id:
                     name = f"{recipient.subscriber_id}-{_UNSAFE.sub('_', key)}.eml"
                 atomic_write(folder / name, data)
                 result.accepted[recipient.subscriber_id] = message_id
