@@ -85,4 +85,6 @@ def dispatcher_for(
         return broker.dispatcher()
     from pipeline.sending.batches import InlineDispatcher
 
-    return InlineDispatcher(parts.sender, progress)
+    # SendingParts.send_batch, not the bare sender: settings that cannot send pause the
+    # issue with the reason, as they do on a worker.
+    return InlineDispatcher(parts, progress)

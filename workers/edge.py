@@ -73,7 +73,7 @@ def main() -> None:
     """The ``letterpress`` command, with the Celery side wired in."""
     from pipeline.cli.main import main as cli
 
-    cli(obj=EDGE)
+    cli(obj=EDGE, prog_name="letterpress")
 
 
 def service_from_environment() -> FastAPI:

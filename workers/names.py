@@ -1,8 +1,10 @@
-"""Every Celery task name and queue name, in one place."""
+"""Every Celery task name, in one place, and the queues (whose names, being Redis keys,
+are built in ``pipeline.store.keys``)."""
 
 from __future__ import annotations
 
 from pipeline.settings import Settings
+from pipeline.store.keys import Keys
 
 SEND_BATCH = "letterpress.delivery.send_batch"
 START_DUE = "letterpress.issues.due"
@@ -17,8 +19,8 @@ CONTROL_TASKS = (START_DUE, SWEEP)
 
 
 def work_queue(settings: Settings) -> str:
-    return f"{settings.redis_prefix}.default"
+    return Keys(settings.redis_prefix).work_queue  # the queues are Redis keys: named there
 
 
 def control_queue(settings: Settings) -> str:
-    return f"{settings.redis_prefix}.control"
+    return Keys(settings.redis_prefix).control_queue

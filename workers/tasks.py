@@ -1,7 +1,7 @@
 """Tasks: JSON in, one ``pipeline`` call, JSON out. Nothing else lives here.
 
-Each worker process builds one ``pipeline.sending.parts.SendingParts`` on its first task (after
-the fork, so no database connection or socket is shared between processes).
+Each worker process builds one ``pipeline.sending.parts.SendingParts`` on its first
+task (after the fork, so no database connection or socket is shared between processes).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from workers.dispatch import CeleryDispatcher, queue_empty
 
 
 def register(app: Celery, settings: Settings) -> None:
-    runtime: dict[str, SendingParts] = {}
+    made: dict[str, SendingParts] = {}
 
-    def rt() -> SendingParts:
-        if "rt" not in runtime:
-            runtime["rt"] = SendingParts(settings)
-        return runtime["rt"]
+    def parts() -> SendingParts:
+        if "parts" not in made:
+            made["parts"] = SendingParts(settings)
+        return made["parts"]
 
     dispatcher = CeleryDispatcher(app)
 
@@ -37,14 +37,14 @@ def register(app: Celery, settings: Settings) -> None:
 
     @app.task(name=names.SEND_BATCH, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def send_batch(batch_id: int) -> dict[str, Any]:
-        outcome = rt().send_batch(int(batch_id))
+        outcome = parts().send_batch(int(batch_id))
         return {"batch": outcome.batch_id, "status": outcome.status, "sent": outcome.sent}
 
     @app.task(name=names.START_DUE, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def due() -> list[int]:
-        return rt().start_due(dispatcher)
+        return parts().start_due(dispatcher)
 
     @app.task(name=names.SWEEP, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def sweep() -> dict[str, list[int]]:
-        found = rt().sweep(dispatcher, queue_empty=queue_empty(app, settings))
+        found = parts().sweep(dispatcher, queue_empty=queue_empty(app, settings))
         return {"requeued": found.requeue, "ambiguous": found.ambiguous}

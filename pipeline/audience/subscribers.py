@@ -36,7 +36,7 @@ from pipeline.statuses import SubscriberStatus
 from pipeline.store import db
 from pipeline.store.db import lists, memberships, subscribers
 
-STATUSES = db.SUBSCRIBER_STATUSES
+STATUSES = tuple(SubscriberStatus)
 STICKY = frozenset(
     {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}
 )

@@ -15,7 +15,7 @@ from pipeline.cli.common import Context, pass_ctx, run_or_exit
 from pipeline.errors import ConfigError
 from pipeline.sending import issues, preflight
 from pipeline.sending.batches import Dispatcher
-from pipeline.sending.parts import SendingParts
+from pipeline.sending.parts import SendingParts, enqueue
 from pipeline.sending.preview import render_issue
 from pipeline.sending.recover import reconcile
 from pipeline.store import db
@@ -269,14 +269,10 @@ def _steer(name: str, doc: str) -> None:
                 click.echo(f"issue {issue_id} cancelled")
             elif name == "resume":
                 batches = issues.resume(rt.engine, issue_id)
-                from pipeline.sending.parts import enqueue
-
                 enqueue(rt.engine, dispatcher(ctx, rt), batches)
                 click.echo(f"issue {issue_id} resumed: {len(batches)} batch(es) to send")
             elif name == "retry-failed":
                 batches = issues.retry_failed(rt.engine, issue_id, rt.batch_size)
-                from pipeline.sending.parts import enqueue
-
                 enqueue(rt.engine, dispatcher(ctx, rt), batches)
                 click.echo(f"issue {issue_id}: {len(batches)} retry batch(es) queued")
 
@@ -302,8 +298,6 @@ def issue_reconcile(ctx: Context, issue_id: int, assume: str | None) -> None:
     """Settle ambiguous batches (the provider may or may not have taken them)."""
 
     def run() -> None:
-        from pipeline.sending.parts import enqueue
-
         rt = SendingParts(ctx.settings())
         result = reconcile(rt.engine, issue_id, rt.provider, assume)
         enqueue(rt.engine, dispatcher(ctx, rt), result.requeued)

@@ -17,7 +17,7 @@ from pipeline.cli.common import Context, pass_ctx
 from pipeline.cli.common import run_or_exit as _run
 from pipeline.content.check import check as check_content
 from pipeline.content.store import FileContentStore
-from pipeline.errors import LetterpressError
+from pipeline.errors import ConfigError, LetterpressError
 from pipeline.render import hot
 from pipeline.settings import Settings
 from pipeline.site.build import Builder
@@ -240,8 +240,9 @@ def demo(ctx: Context, out_dir: Path, count: int) -> None:
 
 def _demo_send(rt: SendingParts, count: int) -> int:
     """Create the demo issue and send it here and now, with a progress bar."""
+    from pipeline.broker import dispatcher_for
     from pipeline.sending import issues
-    from pipeline.sending.batches import InlineDispatcher, Outcome
+    from pipeline.sending.batches import Outcome
 
     issue_id = issues.create(
         rt.engine,
@@ -259,7 +260,7 @@ def _demo_send(rt: SendingParts, count: int) -> int:
         def advance(outcome: Outcome) -> None:
             bar.update(outcome.sent + outcome.failed + outcome.skipped)
 
-        dispatcher = InlineDispatcher(rt.sender, advance)
+        dispatcher = dispatcher_for(rt, None, advance)  # the demo has no broker
         rt.start_due(dispatcher)
         rt.sweep(dispatcher, queue_empty=True)
     return issue_id
@@ -342,7 +343,7 @@ def worker(ctx: Context, celery_args: tuple[str, ...]) -> None:
         require(ctx.settings(), "start a worker")
         found = ctx.broker()
         if found is None:
-            raise LetterpressError("letterpress worker needs REDIS_URL (the Celery broker)")
+            raise ConfigError("REDIS_URL is not set: the workers need Redis as their broker")
         return found
 
     _run(broker).run_worker(celery_args)

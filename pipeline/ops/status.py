@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from pipeline.sending import issues
 from pipeline.settings import Settings
 from pipeline.store import db
+from pipeline.store.keys import Keys
 
 PRIORITY_STEPS = (3, 6, 9)  # kombu's default steps besides 0
 SEP = "\x06\x16"
@@ -36,7 +37,8 @@ class QueueDepths:
 
 
 def queue_names(settings: Settings) -> list[str]:
-    return [f"{settings.redis_prefix}.default", f"{settings.redis_prefix}.control"]
+    keys = Keys(settings.redis_prefix)
+    return [keys.work_queue, keys.control_queue]
 
 
 def queue_depths(client: Any, settings: Settings) -> QueueDepths:

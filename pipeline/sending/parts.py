@@ -1,6 +1,7 @@
 """The parts a sending process needs, built once from the settings and kept.
 
-A worker process, the CLI and the embedded demo each wire one ``SendingParts``: the
+A worker process, the CLI, the demo and (without a broker) the service each wire one
+``SendingParts``: the
 database engine, the mail provider (its HTTP or SMTP connections are reused), the
 shared rate limit (in Redis when ``REDIS_URL`` is set, in-process otherwise) and the
 ``Sender``. The steps of a send (start the due issues, sweep) are here too, so the

@@ -2,7 +2,7 @@
 
 SQLite (a file, the embedded default) or PostgreSQL (``DATABASE_URL=postgresql://…``),
 through SQLAlchemy Core: the hot paths are bulk statements, and Core keeps them bulk.
-The schema changes only through Alembic migrations (``pipeline/migrations``), applied
+The schema changes only through Alembic migrations (``pipeline/store/migrations``), applied
 by ``letterpress db upgrade``; a test checks the migrations build exactly these tables.
 
     lists ──< memberships >── subscribers
@@ -73,11 +73,8 @@ metadata = sa.MetaData(
     }
 )
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite's rowid alias
+MAX_ID = 2**63 - 1  # the largest id either database stores
 
-SUBSCRIBER_STATUSES = tuple(SubscriberStatus)
-ISSUE_STATUSES = tuple(IssueStatus)
-BATCH_STATUSES = tuple(BatchStatus)
-DELIVERY_STATUSES = tuple(DeliveryStatus)
 # What the provider reported after accepting a message, weakest first: a later, weaker
 # report never overwrites a stronger one.
 FEEDBACK = ("delivered", "soft_bounce", "unsubscribed", "bounced", "complained")

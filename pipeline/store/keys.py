@@ -24,6 +24,16 @@ class Keys:
     def hot_landmark(self) -> str:
         return self._key("hot:landmark")
 
+    @property
+    def work_queue(self) -> str:
+        """The Celery queue of send and build tasks (a Redis list)."""
+        return f"{self.prefix}.default"
+
+    @property
+    def control_queue(self) -> str:
+        """The Celery queue of the beat's ticks, which never wait behind the work."""
+        return f"{self.prefix}.control"
+
     def rate(self, account: str) -> str:
         """The send-rate token bucket of one provider account, shared by every worker."""
         return self._key("rate:{0}", account)

@@ -11,12 +11,12 @@ from fastapi.responses import HTMLResponse, Response
 
 from pipeline.ops import health
 from pipeline.sending import archive as issue_archive
+from pipeline.store.db import MAX_ID
 from pipeline.web.service import Service, service
 
 router = APIRouter()
 Svc = Annotated[Service, Depends(service)]
 
-MAX_ID = 2**63 - 1  # the largest id the databases store
 ISSUE_PAGE_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:;"
     " frame-ancestors 'none'; base-uri 'none'; form-action 'none'"

@@ -2,7 +2,7 @@
 Redis, signer, provider, templates, the group writer), the ``service`` dependency that
 hands it to them, and the headers of every page.
 
-The routers (``public``, ``hooks``, ``admin``) import this module; ``app`` imports them
+The routers (``public``, ``pages``, ``hooks``, ``admin``) import this module; ``app`` imports them
 and builds the application. Nothing here imports a router or ``app``.
 """
 

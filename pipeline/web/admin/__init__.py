@@ -12,8 +12,8 @@ The handlers are synchronous (FastAPI runs them in its thread pool) and call the
 domain functions as the CLI: ``pipeline.audience.changes``, ``directory`` and
 ``consent`` for subscribers (``subscribers``), ``pipeline.sending.issues`` and
 ``reports`` for issues (``issues``). Batches that a resumed or retried issue needs go
-to the Celery queue when ``REDIS_URL`` is set (``queue``); without it, the beat's sweep
-sends them.
+to the Celery queue when ``REDIS_URL`` is set; without it this process sends them
+after answering, as the CLI does (``queue``).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
 from fastapi.responses import Response
 
 from pipeline.audience import subscribers
+from pipeline.audience.directory import EVENTS_SHOWN
 from pipeline.content.store import Catalog, FileContentStore
 from pipeline.errors import ConfigError, NotFound
 from pipeline.sending import issues, preflight, reports
@@ -21,7 +22,6 @@ from pipeline.web.admin.inputs import bad
 from pipeline.web.admin.schemas import (
     BAD,
     BODY,
-    EVENTS_SHOWN,
     ISSUE_STATUSES,
     NO_ISSUE,
     PREFIX,

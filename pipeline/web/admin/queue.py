@@ -12,6 +12,7 @@ import logging
 from fastapi import BackgroundTasks
 
 from pipeline.broker import dispatcher_for
+from pipeline.sending.batches import Dispatcher
 from pipeline.sending.parts import enqueue as hand_on
 from pipeline.web.service import Service
 
@@ -21,22 +22,18 @@ log = logging.getLogger(__name__)
 def enqueue(svc: Service, issue_id: int, batches: list[int], later: BackgroundTasks) -> None:
     if not batches:
         return
-    if svc.broker is None:
-        later.add_task(_send_here, svc, issue_id, batches)
-        return
-    try:
-        hand_on(svc.engine, svc.broker.dispatcher(), batches)
-    except Exception as exc:  # the sweep sends what is still pending
-        log.warning("issue %s: could not queue %d batch(es) now: %s", issue_id, len(batches), exc)
+    dispatcher = dispatcher_for(svc.sending, svc.broker)
+    if svc.broker is None:  # sent here: after the answer, not while the editor waits
+        later.add_task(_hand_on, svc, issue_id, batches, dispatcher)
+    else:
+        _hand_on(svc, issue_id, batches, dispatcher)
 
 
-def _send_here(svc: Service, issue_id: int, batches: list[int]) -> None:
+def _hand_on(svc: Service, issue_id: int, batches: list[int], dispatcher: Dispatcher) -> None:
     try:
-        hand_on(svc.engine, dispatcher_for(svc.sending, None), batches)
-    except Exception:  # what is left is pending: the sweep sends it
-        log.exception(
-            "issue %s: sending %d batch(es) in this process failed", issue_id, len(batches)
-        )
+        hand_on(svc.engine, dispatcher, batches)
+    except Exception as exc:  # what is still pending, the sweep sends
+        log.warning("issue %s: could not hand on %d batch(es): %s", issue_id, len(batches), exc)
 
 
 def start_due_now(svc: Service) -> None:

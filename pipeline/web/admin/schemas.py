@@ -9,12 +9,12 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.audience.directory import EVENTS_SHOWN
 from pipeline.statuses import IssueStatus, SubscriberStatus
+from pipeline.store.db import MAX_ID
 
 PREFIX = "/api/admin"
-MAX_ID = 2**63 - 1  # the largest id either database stores
 PAGE_MAX = 500  # subscribers a page at most
-EVENTS_SHOWN = 20  # the recent events of a subscriber or an issue
 
 
 # -- errors -------------------------------------------------------------------------------------

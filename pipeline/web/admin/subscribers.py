@@ -11,7 +11,9 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
 
 from pipeline.audience import changes, consent, directory, subscribers
+from pipeline.audience.directory import EVENTS_SHOWN
 from pipeline.errors import NotFound
+from pipeline.store.db import MAX_ID
 from pipeline.web.admin import inputs
 from pipeline.web.admin.auth import Svc
 from pipeline.web.admin.export import csv_pieces
@@ -19,8 +21,6 @@ from pipeline.web.admin.inputs import bad
 from pipeline.web.admin.schemas import (
     BAD,
     BODY,
-    EVENTS_SHOWN,
-    MAX_ID,
     NO_SUBSCRIBER,
     PAGE_MAX,
     PREFIX,
