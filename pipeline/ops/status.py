@@ -113,7 +113,7 @@ def gather(
     )
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = int(seconds)
@@ -183,7 +183,7 @@ def _issue_lines(line: IssueLine) -> Iterator[str]:
             f"    {share:6.1%}  queued {p.queued:,}  sent {p.sent:,}  failed {p.failed:,}"
             f"  skipped {p.skipped:,}  ambiguous batches {p.ambiguous}"
         )
-        yield f"    rate {line.rate:,.0f}/s  time left {_duration(line.seconds_left)}"
+        yield f"    rate {line.rate:,.0f}/s  time left {duration(line.seconds_left)}"
 
 
 Figure = tuple[str, str, dict[str, str], float]  # (name, help, labels, value)

@@ -117,7 +117,7 @@ def save(engine: Engine, issue_id: int, draft: Draft, catalog: Catalog, by: int 
     good = checked(draft, catalog)
     with engine.begin() as conn:
         if good.audience:
-            issues._require_lists(conn, good.audience)
+            issues.require_lists(conn, good.audience)
         done = conn.execute(
             sa.update(db.issues)
             .where(db.issues.c.id == issue_id, db.issues.c.status == IssueStatus.DRAFT)

@@ -152,7 +152,7 @@ def create(
     at = db.now()
     with engine.begin() as conn:
         if audience:
-            _require_lists(conn, audience)
+            require_lists(conn, audience)
         issue_id = conn.execute(
             sa.insert(db.issues)
             .values(
@@ -176,7 +176,7 @@ def create(
     return int(issue_id)
 
 
-def _require_lists(conn: Connection, names: Sequence[str]) -> None:
+def require_lists(conn: Connection, names: Sequence[str]) -> None:
     found = set(conn.scalars(sa.select(db.lists.c.name).where(db.lists.c.name.in_(names))))
     missing = [n for n in names if n not in found]
     if missing:

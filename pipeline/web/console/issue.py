@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from pipeline.audience import subscribers
 from pipeline.errors import ConfigError, NotFound
-from pipeline.ops.status import _duration as duration
+from pipeline.ops.status import duration
 from pipeline.people import audit
 from pipeline.people.roles import Action, can, why_not
 from pipeline.people.sessions import Session
