@@ -69,18 +69,22 @@ def _sentence(text: str) -> str:
 
 
 def _draft(
-    subject: str,
-    preheader: str,
-    intro: str,
-    article: list[str],
-    mode: list[str],
-    audience: list[str],
+    subject: Line = "",
+    preheader: Line = "",
+    intro: Annotated[str, Form(max_length=drafts.MAX_INTRO + 100)] = "",
+    article: Many = [],  # noqa: B006 (FastAPI copies the default)
+    mode: Many = [],  # noqa: B006
+    audience: Many = [],  # noqa: B006
 ) -> Draft:
+    """The draft the compose form holds (a dependency of every route that posts it)."""
     refs = []
     for n, slug in enumerate(article[: drafts.MAX_ARTICLES]):
         kind = mode[n] if n < len(mode) else "teaser"
         refs.append(ArticleRef(slug, kind == "full"))
     return Draft(subject, preheader, intro, refs, [a for a in audience if a][:100])
+
+
+DraftForm = Annotated[Draft, Depends(_draft)]
 
 
 def _apply(draft: Draft, do: str, add: str) -> None:
@@ -248,16 +252,10 @@ def create_issue(
     svc: Svc,
     request: Request,
     session: Composer,
-    subject: Line = "",
-    preheader: Line = "",
-    intro: Annotated[str, Form(max_length=drafts.MAX_INTRO + 100)] = "",
-    article: Many = [],  # noqa: B006 (FastAPI copies the default)
-    mode: Many = [],  # noqa: B006
-    audience: Many = [],  # noqa: B006
+    draft: DraftForm,
     do: Annotated[str, Form(max_length=40)] = "save",
     add: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    draft = _draft(subject, preheader, intro, article, mode, audience)
     return _submitted(svc, request, session, None, draft, do, add)
 
 
@@ -267,17 +265,11 @@ def save_issue(
     request: Request,
     session: Composer,
     issue_id: IssueId,
-    subject: Line = "",
-    preheader: Line = "",
-    intro: Annotated[str, Form(max_length=drafts.MAX_INTRO + 100)] = "",
-    article: Many = [],  # noqa: B006
-    mode: Many = [],  # noqa: B006
-    audience: Many = [],  # noqa: B006
+    draft: DraftForm,
     do: Annotated[str, Form(max_length=40)] = "save",
     add: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     _draft_issue(svc, issue_id, session)
-    draft = _draft(subject, preheader, intro, article, mode, audience)
     return _submitted(svc, request, session, issue_id, draft, do, add)
 
 
@@ -289,16 +281,10 @@ def preview(
     svc: Svc,
     request: Request,
     session: Composer,
-    subject: Line = "",
-    preheader: Line = "",
-    intro: Annotated[str, Form(max_length=drafts.MAX_INTRO + 100)] = "",
-    article: Many = [],  # noqa: B006
-    mode: Many = [],  # noqa: B006
-    audience: Many = [],  # noqa: B006
+    draft: DraftForm,
     issue: Annotated[int, Form(ge=0, le=MAX_ID)] = 0,
 ) -> Response:
     """The preview block of what the form holds now; nothing is saved."""
-    draft = _draft(subject, preheader, intro, article, mode, audience)
     catalog = _catalog(svc, session)
     context = _preview_context(svc, session, catalog, draft, issue or None)
     return views.fragment(svc, request, "compose.html", ["preview"], session, **context)

@@ -341,11 +341,34 @@ def _plan(issue: Issue, when: str, day: str, hour: str, time_zone: str) -> Plan:
     return Plan(False, at, tz, when_sentence(at, tz))
 
 
-def _schedule_values(when: str, day: str, hour: str, time_zone: str) -> dict[str, str]:
-    return {"addresses": "", "when": when, "date": day, "time": hour, "time_zone": time_zone}
-
-
 Field = Annotated[str, Form(max_length=100)]
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the schedule form asks for: now, or a day and hour in a time zone."""
+
+    when: str
+    day: str
+    hour: str
+    time_zone: str
+
+    def values(self) -> dict[str, str]:
+        """The form's fields, to show it again as it was filled in."""
+        return {"addresses": "", "when": self.when, "date": self.day, "time": self.hour,
+                "time_zone": self.time_zone}  # fmt: skip
+
+
+def _asked(
+    when: Field = "now",
+    date_: Annotated[str, Form(alias="date", max_length=20)] = "",
+    time_: Annotated[str, Form(alias="time", max_length=20)] = "",
+    time_zone: Field = "UTC",
+) -> Asked:
+    return Asked(when, date_, time_, time_zone)
+
+
+ScheduleForm = Annotated[Asked, Depends(_asked)]
 
 
 @router.post("/issues/{issue_id:int}/schedule/review", response_class=HTMLResponse)
@@ -354,16 +377,13 @@ def review_schedule(
     request: Request,
     session: Scheduler,
     issue_id: IssueId,
-    when: Field = "now",
-    date_: Annotated[str, Form(alias="date", max_length=20)] = "",
-    time_: Annotated[str, Form(alias="time", max_length=20)] = "",
-    time_zone: Field = "UTC",
+    asked: ScheduleForm,
 ) -> Response:
     """The confirmation: what will be sent to whom, and when. Nothing changes here."""
     issue = _found(svc, issue_id, session)
-    values = _schedule_values(when, date_, time_, time_zone)
+    values = asked.values()
     try:
-        plan = _plan(issue, when, date_, time_, time_zone)
+        plan = _plan(issue, asked.when, asked.day, asked.hour, asked.time_zone)
     except (ValueError, ConfigError) as exc:
         return _page(
             svc,
@@ -373,7 +393,7 @@ def review_schedule(
             400,
             error=_sentence(str(exc)),
             values=values,
-            time_zone=time_zone,
+            time_zone=asked.time_zone,
         )
     return views.page(
         svc,
@@ -399,15 +419,12 @@ def schedule_issue(
     request: Request,
     session: Scheduler,
     issue_id: IssueId,
-    when: Field = "now",
-    date_: Annotated[str, Form(alias="date", max_length=20)] = "",
-    time_: Annotated[str, Form(alias="time", max_length=20)] = "",
-    time_zone: Field = "UTC",
+    asked: ScheduleForm,
 ) -> Response:
     issue = _found(svc, issue_id, session)
-    values = _schedule_values(when, date_, time_, time_zone)
+    values = asked.values()
     try:
-        plan = _plan(issue, when, date_, time_, time_zone)
+        plan = _plan(issue, asked.when, asked.day, asked.hour, asked.time_zone)
         svc.sending.schedule(issue_id, plan.at, plan.time_zone)  # preflight, then schedule
     except (ValueError, ConfigError, IssueStateError) as exc:
         status = 409 if isinstance(exc, IssueStateError) else 400
@@ -419,7 +436,7 @@ def schedule_issue(
             status,
             error=_sentence(str(exc)),
             values=values,
-            time_zone=time_zone,
+            time_zone=asked.time_zone,
         )
     audit.record(svc.engine, session.user.id, "scheduled", f"issue {issue_id}: {plan.sentence}")
     if plan.now:
