@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -576,7 +577,10 @@ def test_a_role_that_must_use_two_factor_sign_in_sets_it_up_then_signs_in_with_a
     assert "<h1>Your sign-in code</h1>" in ask.text
     bad = browser.post("/admin/sign-in/code", {"code": "123456"})
     assert bad.status_code == 400 and alerts(bad) == ["Wrong code."]
-    good = browser.post("/admin/sign-in/code", {"code": pyotp.TOTP(secret.group(1)).now()})
+    again = browser.post("/admin/sign-in/code", {"code": code})  # the one that turned it on
+    assert again.status_code == 400 and alerts(again) == ["Wrong code."]
+    later = pyotp.TOTP(secret.group(1)).at(time.time() + 30)  # the next step's code
+    good = browser.post("/admin/sign-in/code", {"code": later})
     assert (good.status_code, good.headers["location"]) == (303, "/admin/")
     assert browser.get("/admin/").status_code == 200
     # The code step without the first one (or after five minutes) starts again.
@@ -585,9 +589,10 @@ def test_a_role_that_must_use_two_factor_sign_in_sets_it_up_then_signs_in_with_a
     # A role that need not use it goes straight in.
     author = Console(svc).sign_in("arthur@example.com")
     assert author.headers["location"] == "/admin/"
-    entries = [(e.user_email, e.action) for e in audit.recent(svc.engine, limit=4)]
+    entries = [(e.user_email, e.action) for e in audit.recent(svc.engine, limit=5)]
     assert entries[1:] == [
         ("edna@example.com", "signed in"),
-        ("edna@example.com", "sign-in refused"),
+        ("edna@example.com", "sign-in refused"),  # the code used already
+        ("edna@example.com", "sign-in refused"),  # the wrong code
         ("edna@example.com", "two-factor sign-in enabled"),
     ]

@@ -27,6 +27,7 @@ from pipeline.sending import issues
 from pipeline.sending.issues import ArticleRef
 from pipeline.sending.parts import SendingParts
 from pipeline.statuses import Role
+from pipeline.web.console.issue import TESTS_PER_HOUR
 from tests.cluster import seed_subscribers
 from tests.conftest import SEEDS
 from tests.service import RunningService
@@ -102,6 +103,14 @@ def test_an_editor_sends_a_test_to_two_typed_addresses(
     assert "is not an email address" in alerts(wrong)[0]
     many = ",".join(f"p{i}@example.org" for i in range(11))
     assert browser.post(f"/admin/issues/{issue_id}/test", {"addresses": many}).status_code == 400
+    assert len(list((svc.settings.outbox_dir / f"issue-{issue_id}-test").glob("*.eml"))) == 2
+
+    # Tests go to any address, so each user has TESTS_PER_HOUR of them an hour.
+    for _ in range(TESTS_PER_HOUR - 3):
+        assert browser.post(f"/admin/issues/{issue_id}/test", {"addresses": "x"}).status_code == 400
+    over = browser.post(f"/admin/issues/{issue_id}/test", {"addresses": "cy@example.org"})
+    assert over.status_code == 429 and int(over.headers["retry-after"]) > 0
+    assert f"You have sent {TESTS_PER_HOUR} tests this hour" in alerts(over)[0]
     assert len(list((svc.settings.outbox_dir / f"issue-{issue_id}-test").glob("*.eml"))) == 2
 
 

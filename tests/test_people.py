@@ -423,7 +423,8 @@ def test_totp(engine: Engine) -> None:
     assert not users.get(engine, olive.id).totp
     assert users.authenticate(engine, olive.email, PASSWORD).totp is False  # no code yet
 
-    users.enable_totp(engine, olive.id, secret, pyotp.TOTP(secret).now())
+    totp = pyotp.TOTP(secret)
+    users.enable_totp(engine, olive.id, secret, totp.at(time.time() - 30))  # the last step
     assert users.get(engine, olive.id).totp
     for missing in (None, "", "  "):
         with pytest.raises(TotpNeeded):
@@ -434,13 +435,22 @@ def test_totp(engine: Engine) -> None:
         users.authenticate(engine, olive.email, PASSWORD, "not a code")
     with pytest.raises(SignInRefused, match=r"^wrong address or password$"):
         users.authenticate(engine, olive.email, "the wrong password")  # no hint of a code
-    code = pyotp.TOTP(secret).now()
+    with pytest.raises(SignInRefused, match=r"^wrong code$"):  # the code that turned it on
+        users.authenticate(engine, olive.email, PASSWORD, totp.at(time.time() - 30))
+    code = totp.now()
     assert users.authenticate(engine, olive.email, PASSWORD, code).totp is True
-    assert users.authenticate(engine, olive.email, PASSWORD, f" {code[:3]} {code[3:]} ").totp
+    with pytest.raises(SignInRefused, match=r"^wrong code$"):  # once only (RFC 6238, 5.2)
+        users.authenticate(engine, olive.email, PASSWORD, code)
+    later = totp.at(time.time() + 30)
+    assert users.authenticate(engine, olive.email, PASSWORD, f" {later[:3]} {later[3:]} ").totp
     entry = audit.recent(engine)[0]
     assert (entry.user_email, entry.action) == (olive.email, "two-factor sign-in enabled")
 
-    # The second step, as the console takes it: the id the first step named, and a code.
+    # The second step, as the console takes it: the id the first step named, and a code
+    # (another user: olive has used every code of the window).
+    olive = add(engine, "pat@example.org")
+    secret = users.new_totp_secret()
+    users.enable_totp(engine, olive.id, secret, pyotp.TOTP(secret).at(time.time() - 30))
     with pytest.raises(TotpNeeded) as first:
         users.authenticate(engine, olive.email, PASSWORD)
     assert first.value.user_id == olive.id

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import base64
 import functools
+import hmac
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -243,7 +245,7 @@ def authenticate(engine: Engine, email: str, password: str, totp_code: str | Non
         code = "".join((totp_code or "").split())
         if not code:
             raise TotpNeeded("enter the 6-digit code from your authenticator app", row.id)
-        if not _code_ok(row.totp_secret, code):
+        if not _use_code(engine, row, code):
             raise SignInRefused("wrong code")
     if HASHER.check_needs_rehash(row.password_hash):
         renewed = HASHER.hash(password)
@@ -267,7 +269,7 @@ def second_factor(engine: Engine, user_id: int, code: str) -> User:
     code = "".join(code.split())
     if not code:
         raise TotpNeeded("enter the 6-digit code from your authenticator app", row.id)
-    if not _code_ok(row.totp_secret, code):
+    if not _use_code(engine, row, code):
         raise SignInRefused("wrong code")
     return from_row(row)
 
@@ -367,11 +369,35 @@ def _secret_ok(secret: str) -> bool:
     return True
 
 
-def _code_ok(secret: str, code: str) -> bool:
+def _code_step(secret: str, code: str) -> int | None:
+    """The time step (RFC 6238) whose code this is, within TOTP_WINDOW steps of now."""
     code = "".join(code.split())
     if not re.fullmatch(r"[0-9]{6}", code) or not _secret_ok(secret):
+        return None
+    totp = pyotp.TOTP(secret)
+    now = int(time.time()) // totp.interval
+    for step in range(now - TOTP_WINDOW, now + TOTP_WINDOW + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def _use_code(engine: Engine, row: Any, code: str) -> bool:
+    """Accept ``code`` for this user once: a code, or one of an earlier step, that was
+    accepted before is refused (RFC 6238, section 5.2), even by another server process."""
+    step = _code_step(row.totp_secret, code)
+    if step is None:
         return False
-    return pyotp.TOTP(secret).verify(code, valid_window=TOTP_WINDOW)
+    with engine.begin() as conn:
+        taken = conn.execute(
+            sa.update(db.users)
+            .where(
+                U.id == row.id,
+                sa.or_(U.totp_last_step.is_(None), U.totp_last_step < step),
+            )
+            .values(totp_last_step=step)
+        ).rowcount
+    return bool(taken)
 
 
 def enable_totp(engine: Engine, user_id: int, secret: str, code: str) -> None:
@@ -379,15 +405,16 @@ def enable_totp(engine: Engine, user_id: int, secret: str, code: str) -> None:
     their app has it (``new_totp_secret``, ``totp_uri``). UserError for a wrong code."""
     if not _secret_ok(secret):
         raise UserError("that is not a TOTP secret: start again with a new one")
-    if not _code_ok(secret, code):
+    step = _code_step(secret, code)
+    if step is None:
         raise UserError(
             "wrong code: type the code your app shows now (check that the phone's clock is right)"
         )
     with engine.begin() as conn:
         row = _locked(conn, user_id)
-        conn.execute(
+        conn.execute(  # the code that proved it is used: it cannot sign in as well
             sa.update(db.users)
             .where(U.id == user_id)
-            .values(totp_secret=secret, updated_at=db.now())
+            .values(totp_secret=secret, totp_last_step=step, updated_at=db.now())
         )
         audit.record(conn, user_id, "two-factor sign-in enabled", row.email)

@@ -289,6 +289,7 @@ users = sa.Table(
     sa.Column("role", sa.String(20), nullable=False),
     sa.Column("password_hash", sa.String(255), nullable=False),  # argon2id, PHC string
     sa.Column("totp_secret", sa.String(64)),  # base32; set once a code proved it works
+    sa.Column("totp_last_step", sa.BigInteger),  # the last code's time step: none twice
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("disabled_at", UTCDateTime),  # kept, not deleted: the audit log names them

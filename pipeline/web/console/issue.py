@@ -245,6 +245,9 @@ def _page(
     return views.page(svc, request, "issue.html", session, status, vary=True, **context)
 
 
+TESTS_PER_HOUR = 20  # test sends (each up to 10 addresses) per user and hour
+
+
 @router.get("/issues/{issue_id:int}", response_class=HTMLResponse)
 def issue_page(
     svc: Svc,
@@ -293,6 +296,13 @@ def test_issue(
     issue = _found(svc, issue_id, session)
     given = addresses.replace(",", "\n").splitlines()
     values = {"addresses": addresses, "date": "", "time": "", "when": "now"}
+    wait = svc.limits.hit("console-test", str(session.user.id), TESTS_PER_HOUR, 3600)
+    if wait:  # a test goes to any address: no account mails the world through it
+        minutes = wait // 60 + 1
+        error = f"You have sent {TESTS_PER_HOUR} tests this hour: try again in {minutes} minutes."
+        page = _page(svc, request, session, issue, 429, error=error, values=values)
+        page.headers["retry-after"] = str(wait)
+        return page
     try:
         done = testsend.send_test(svc.sending, issue_id, given)
     except ConfigError as exc:

@@ -27,6 +27,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
+from pipeline.audience.subscribers import normalise_email
 from pipeline.people import audit, sessions, users
 from pipeline.people.users import SignInRefused, TotpNeeded, User
 from pipeline.web.console import auth, csrf, views
@@ -77,7 +78,12 @@ def _form(
 
 
 def _account(email: str) -> str:
-    return " ".join(email.split()).lower()
+    """The account an address names, as the sign-in finds it: every spelling of one
+    address (case, full-width letters, an xn-- domain) shares one limit."""
+    try:
+        return normalise_email(email)
+    except ValueError:
+        return " ".join(email.split()).lower()
 
 
 def _over_limit(svc: Service, request: Request, email: str) -> tuple[str, int] | None:
@@ -120,7 +126,11 @@ def _refused(svc: Service, email: str, reason: str) -> None:
     if known is not None:
         audit.record(svc.engine, known.id, "sign-in refused", reason)
     else:
-        audit.record(svc.engine, None, "sign-in refused", f"{reason}: {email.strip()[:320]}")
+        try:  # what was typed only when it is an address (never, say, a password)
+            typed = normalise_email(email)
+        except ValueError:
+            typed = "not an address"
+        audit.record(svc.engine, None, "sign-in refused", f"{reason}: {typed}")
 
 
 # -- the step between password and code ----------------------------------------------------------

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("role", sa.String(length=20), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column("totp_secret", sa.String(length=64), nullable=True),
+        sa.Column("totp_last_step", sa.BigInteger(), nullable=True),
         sa.Column("created_at", pipeline.store.db.UTCDateTime(), nullable=False),
         sa.Column("updated_at", pipeline.store.db.UTCDateTime(), nullable=False),
         sa.Column("disabled_at", pipeline.store.db.UTCDateTime(), nullable=True),
