@@ -11,9 +11,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+import redis
+
 from pipeline.audience import subscribers
 from pipeline.people import audit
 from pipeline.render.hot import Engagement
+from pipeline.render.proof import PROOFS_PER_USER, Proofs
 from pipeline.sending import issues
 from pipeline.sending.issues import ArticleRef
 from pipeline.statuses import IssueStatus, Role, SubscriberStatus
@@ -326,3 +330,22 @@ def test_a_post_without_the_csrf_token_is_refused(
     assert browser.post("/admin/compose/preview", data, token=None).status_code == 403
     assert issues.list_issues(svc.engine) == []
     assert browser.post("/admin/issues/new", data).status_code == 303  # with it, it works
+
+
+@pytest.mark.parametrize("where", ["redis", "process"])
+def test_proofs_are_kept_per_user_and_only_the_newest(
+    where: str, redis_client: redis.Redis
+) -> None:
+    """Each edit makes a proof: a user's newest PROOFS_PER_USER are kept, the rest go,
+    so typing for an hour does not fill Redis; a proof is only its maker's."""
+    store = Proofs(redis_client if where == "redis" else None, "lp-proofs-test")
+    tokens = [store.put(7, f"<p>edit {n}</p>") for n in range(PROOFS_PER_USER + 3)]
+    other = store.put(8, "<p>another user's</p>")
+    kept = [n for n, token in enumerate(tokens) if store.get(7, token) is not None]
+    if where == "redis":
+        assert kept == list(range(3, PROOFS_PER_USER + 3))
+        assert len(redis_client.keys("lp-proofs-test:console:proof:*")) == PROOFS_PER_USER + 1
+    else:  # one process keeps the newest PROOFS_KEPT of everyone's
+        assert kept == list(range(PROOFS_PER_USER + 3))
+    assert store.get(7, tokens[-1]) == f"<p>edit {PROOFS_PER_USER + 2}</p>"
+    assert store.get(7, other) is None and store.get(8, other) == "<p>another user's</p>"

@@ -37,6 +37,7 @@ from pipeline.store.keys import Keys
 
 PROOF_SECONDS = 900  # how long a proof's frames can be loaded
 PROOFS_KEPT = 200  # in one process, without Redis
+PROOFS_PER_USER = 6  # a user's newest proofs; older ones go (a preview is made per edit)
 INBOX_PREHEADER = 100  # about what a wide inbox list shows after the subject
 
 
@@ -182,7 +183,16 @@ class Proofs:
         token = secrets.token_urlsafe(18)
         if self.client is not None:
             value = f"{user_id}\n{html}".encode()
-            self.client.set(self.keys.console_proof(token), value, ex=self.seconds)
+            newest = self.keys.console_proofs_of(user_id)
+            pipe = self.client.pipeline()
+            pipe.set(self.keys.console_proof(token), value, ex=self.seconds)
+            pipe.lpush(newest, token)
+            pipe.lrange(newest, PROOFS_PER_USER, -1)
+            pipe.ltrim(newest, 0, PROOFS_PER_USER - 1)
+            pipe.expire(newest, self.seconds)
+            older = pipe.execute()[2]
+            if older:
+                self.client.delete(*(self.keys.console_proof(bytes(t).decode()) for t in older))
             return token
         with self._lock:
             self._here[token] = (time.monotonic() + self.seconds, user_id, html)

@@ -41,3 +41,7 @@ class Keys:
     def console_proof(self, token: str) -> str:
         """A proof of an unsaved draft, shown in the console's preview (a few minutes)."""
         return self._key("console:proof:{0}", token)
+
+    def console_proofs_of(self, user_id: int) -> str:
+        """The tokens of one user's newest proofs, newest first (a Redis list)."""
+        return self._key("console:proofs:{0}", str(user_id))
