@@ -23,7 +23,7 @@ from pipeline.audience import feedback
 from pipeline.audience.webhooks import Event
 from pipeline.broker import dispatcher_for
 from pipeline.people import audit
-from pipeline.sending import issues
+from pipeline.sending import drafts, issues
 from pipeline.sending.issues import ArticleRef
 from pipeline.sending.parts import SendingParts
 from pipeline.statuses import Role
@@ -158,6 +158,29 @@ def test_scheduling_in_a_time_zone_is_confirmed_first(
     assert sentence.rstrip(".") in page.text
     assert 'hx-trigger="every 2s"' in page.text  # scheduled: the progress polls
     assert actions(svc)[0] == "scheduled"
+
+
+def test_an_edit_after_the_review_is_not_scheduled_unseen(
+    sqlite_url: str, service_for: Callable[..., RunningService]
+) -> None:
+    """Confirm schedules what the confirmation showed: if the draft changed in between
+    (another editor saved it), the editor is asked to review it again."""
+    svc = service_for(sqlite_url)
+    issue_id = new_issue(svc, sqlite_url)
+    browser = editor(svc)
+    browser.get(f"/admin/issues/{issue_id}")
+    review = browser.post(f"/admin/issues/{issue_id}/schedule/review", {"when": "now"})
+    seen = re.search(r'name="seen" value="([^"]+)"', review.text)
+    assert seen is not None
+    catalog = SendingParts(svc.settings).catalog()
+    changed = drafts.Draft("Another subject", articles=[ArticleRef(SEEDS[0], True)])
+    drafts.save(svc.engine, issue_id, changed, catalog, None)
+    stale = browser.post(
+        f"/admin/issues/{issue_id}/schedule", {"when": "now", "seen": seen.group(1)}
+    )
+    assert stale.status_code == 409
+    assert "changed after you reviewed it" in alerts(stale)[0]
+    assert status(svc, issue_id) == "draft"
 
 
 def test_an_author_sees_the_controls_disabled_and_the_server_refuses_them(

@@ -362,11 +362,12 @@ class Asked:
     day: str
     hour: str
     time_zone: str
+    seen: str = ""  # the issue's updated_at when the confirmation showed it
 
     def values(self) -> dict[str, str]:
         """The form's fields, to show it again as it was filled in."""
         return {"addresses": "", "when": self.when, "date": self.day, "time": self.hour,
-                "time_zone": self.time_zone}  # fmt: skip
+                "time_zone": self.time_zone, "seen": self.seen}  # fmt: skip
 
 
 def _asked(
@@ -374,8 +375,9 @@ def _asked(
     date_: Annotated[str, Form(alias="date", max_length=20)] = "",
     time_: Annotated[str, Form(alias="time", max_length=20)] = "",
     time_zone: Field = "UTC",
+    seen: Annotated[str, Form(max_length=40)] = "",
 ) -> Asked:
-    return Asked(when, date_, time_, time_zone)
+    return Asked(when, date_, time_, time_zone, seen)
 
 
 ScheduleForm = Annotated[Asked, Depends(_asked)]
@@ -405,6 +407,7 @@ def review_schedule(
             values=values,
             time_zone=asked.time_zone,
         )
+    values["seen"] = issue.updated_at.isoformat()  # Confirm sends what was shown here
     return views.page(
         svc,
         request,
@@ -434,6 +437,10 @@ def schedule_issue(
     issue = _found(svc, issue_id, session)
     values = asked.values()
     try:
+        if asked.seen and asked.seen != issue.updated_at.isoformat():
+            raise IssueStateError(
+                f"issue {issue_id} changed after you reviewed it: review the schedule again"
+            )
         plan = _plan(issue, asked.when, asked.day, asked.hour, asked.time_zone)
         svc.sending.schedule(issue_id, plan.at, plan.time_zone)  # preflight, then schedule
     except (ValueError, ConfigError, IssueStateError) as exc:
