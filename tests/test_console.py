@@ -561,10 +561,14 @@ def test_a_role_that_must_use_two_factor_sign_in_sets_it_up_then_signs_in_with_a
     wrong = editor.post("/admin/totp", {"secret": secret.group(1), "code": "000000"})
     assert wrong.status_code == 400 and "Wrong code" in alerts(wrong)[0]
     assert secret.group(1) in wrong.text  # the same key: the app has it already
+    elsewhere = Console(svc)  # another session of hers (a stolen one, say)
+    elsewhere.sign_in("edna@example.com")
     code = pyotp.TOTP(secret.group(1)).now()
     on = editor.post("/admin/totp", {"secret": secret.group(1), "code": code})
     assert (on.status_code, on.headers["location"]) == (303, "/admin/totp?on=1")
     assert editor.get("/admin/").status_code == 200
+    gone = elsewhere.get("/admin/")  # ended: from now on signing in needs the code
+    assert gone.headers["location"].startswith("/admin/sign-in")
 
     # From now on she signs in with a code too.
     browser = Console(svc)

@@ -122,12 +122,14 @@ def test_set_password(engine: Engine) -> None:
     ann = add(engine, "ann@example.org")
     with pytest.raises(UserError, match="too short"):
         users.set_password(engine, ann.id, "short", by=owner.id)
+    token, _ = sessions.start(engine, ann.id, IDLE, ABSOLUTE)
     users.set_password(engine, ann.id, "a new long password", by=owner.id)
+    assert sessions.lookup(engine, token, IDLE) is None  # signed out with the old password
     with pytest.raises(SignInRefused, match="wrong address or password"):
         users.authenticate(engine, ann.email, PASSWORD)
     assert users.authenticate(engine, ann.email, "a new long password") == ann
     assert audit.recent(engine)[0] == audit.Entry(
-        audit.recent(engine)[0].at, owner.email, "password changed", ann.email
+        audit.recent(engine)[0].at, owner.email, "password changed", f"{ann.email}; 1 session ended"
     )
     with pytest.raises(NotFound):
         users.set_password(engine, 999, "a new long password", by=owner.id)
@@ -265,6 +267,18 @@ def test_end_and_end_all(engine: Engine) -> None:
     )
     with pytest.raises(NotFound):
         sessions.end_all(engine, 999, by=owner.id)
+
+
+def test_end_others_keeps_only_the_session_asked_for(engine: Engine) -> None:
+    owner = add(engine, "owner@example.org", Role.OWNER)
+    olive = add(engine, "olive@example.org")
+    here, _ = sessions.start(engine, olive.id, IDLE, ABSOLUTE, now=T0)
+    there, _ = sessions.start(engine, olive.id, IDLE, ABSOLUTE, now=T0)
+    owners, _ = sessions.start(engine, owner.id, IDLE, ABSOLUTE, now=T0)
+    assert sessions.end_others(engine, olive.id, keep=here) == 1
+    assert sessions.lookup(engine, here, IDLE, now=T0) is not None
+    assert sessions.lookup(engine, there, IDLE, now=T0) is None
+    assert sessions.lookup(engine, owners, IDLE, now=T0) is not None
 
 
 def test_a_disabled_users_sessions_are_gone_and_they_cannot_sign_in(engine: Engine) -> None:

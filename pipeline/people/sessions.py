@@ -117,6 +117,18 @@ def end(engine: Engine, token: str) -> None:
         conn.execute(sa.delete(db.console_sessions).where(S.token_hash == _digest(token)))
 
 
+def end_others(engine: Engine, user_id: int, keep: str) -> int:
+    """End every session of the user but the one whose token is ``keep`` (after a change
+    that a stolen session must not outlive, such as turning on two-factor sign-in)."""
+    with engine.begin() as conn:
+        ended = conn.execute(
+            sa.delete(db.console_sessions).where(
+                S.user_id == user_id, S.token_hash != _digest(keep)
+            )
+        ).rowcount
+    return int(ended)
+
+
 def end_all(engine: Engine, user_id: int, by: int | None) -> int:
     """Sign the user out everywhere; how many sessions that ended."""
     user = users.get(engine, user_id)

@@ -334,7 +334,8 @@ def disable(engine: Engine, user_id: int, by: int | None) -> None:
 
 
 def set_password(engine: Engine, user_id: int, password: str, by: int | None) -> None:
-    """A new password (at least ``MIN_PASSWORD`` characters). Sessions stay signed in."""
+    """A new password (at least ``MIN_PASSWORD`` characters). Every session of the user
+    ends: whoever knew the old password is signed out with it."""
     password_hash = _hash(password)
     with engine.begin() as conn:
         row = _locked(conn, user_id)
@@ -343,7 +344,9 @@ def set_password(engine: Engine, user_id: int, password: str, by: int | None) ->
             .where(U.id == user_id)
             .values(password_hash=password_hash, updated_at=db.now())
         )
-        audit.record(conn, by, "password changed", audit.via(by, row.email))
+        ended = conn.execute(sa.delete(db.console_sessions).where(S.user_id == user_id)).rowcount
+        detail = f"{row.email}; {ended} session{'' if ended == 1 else 's'} ended"
+        audit.record(conn, by, "password changed", audit.via(by, detail))
 
 
 # -- TOTP (RFC 6238) --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from pipeline.people import users
+from pipeline.people import sessions, users
 from pipeline.people.sessions import Session
 from pipeline.people.users import UserError
 from pipeline.web.console import auth, views
@@ -74,4 +74,6 @@ def totp_enable(
         if not SECRET.fullmatch(secret):  # not one this page made: start again
             secret = users.new_totp_secret()
         return _page(svc, request, session, secret, 400, error=error[:1].upper() + error[1:] + ".")
+    # Any other session (a stolen one, say) ends: from now on signing in needs the code.
+    sessions.end_others(svc.engine, session.user.id, auth.token_of(request))
     return views.see_other(f"{auth.TOTP_SET_UP}?on=1")
