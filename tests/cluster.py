@@ -112,6 +112,7 @@ class Cluster:
         redis_url: str,
         double: Double,
         provider: str = "sendgrid",
+        secret: str = SECRET,
         **settings: Any,
     ) -> None:
         self.tmp = tmp
@@ -143,7 +144,7 @@ class Cluster:
         self.config = tmp / "cluster.toml"
         self.config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
         secrets = {
-            "LETTERPRESS_SECRET_KEY": SECRET,
+            "LETTERPRESS_SECRET_KEY": secret,
             "SENDGRID_API_KEY": SENDGRID_KEY,
             "MAILGUN_API_KEY": MAILGUN_KEY,
             "POSTMARK_SERVER_TOKEN": POSTMARK_TOKEN,
@@ -160,7 +161,7 @@ class Cluster:
             self.config,
             database_url=database_url,
             redis_url=redis_url,
-            secret_key=SECRET,
+            secret_key=secret,
             sendgrid_api_key=SENDGRID_KEY,
             mailgun_api_key=MAILGUN_KEY,
             postmark_server_token=POSTMARK_TOKEN,

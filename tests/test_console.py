@@ -21,6 +21,7 @@ import fastapi.routing
 import httpx
 import pyotp
 import requests
+import sqlalchemy as sa
 
 from pipeline.people import audit, sessions, users
 from pipeline.people.users import User
@@ -499,8 +500,11 @@ def test_signing_out_everywhere_ends_every_session(
     assert everywhere.status_code == 303
     assert laptop.get("/admin/").status_code == 303
     gone = phone.get("/admin/users")
-    assert (gone.status_code, gone.headers["location"]) == (303, "/admin/sign-in?next=/admin/users")
-    # An htmx request is told where to go instead of being sent there.
+    ended = "/admin/sign-in?next=/admin/users&out=ended"  # its cookie signs nobody in now
+    assert (gone.status_code, gone.headers["location"]) == (303, ended)
+    assert "Your session has ended: sign in again to go on." in phone.get(ended).text
+    # The ended session's cookie went with that answer. An htmx request is told where to
+    # go instead of being sent there.
     hx = phone.get(
         "/admin/audit?page=2",
         headers={"HX-Request": "true", "HX-Current-URL": svc.url + "/admin/audit?page=2"},
@@ -531,6 +535,31 @@ def test_a_session_unused_for_longer_than_the_idle_time_is_refused(
         browser = Console(svc)
         browser.http.cookies.set("lp_console", token, path="/admin")
         assert browser.get("/admin/").status_code == status
+
+
+def test_a_form_sent_after_the_session_ended_signs_in_again_and_comes_back(
+    sqlite_url: str, service_for: Callable[..., RunningService]
+) -> None:
+    svc = service_for(sqlite_url)
+    add_user(svc, "olive@example.com", Role.OWNER)
+    browser = Console(svc).signed_in("olive@example.com")
+    browser.get("/admin/users")
+    with svc.engine.begin() as conn:  # unused for longer than the idle time
+        idle = timedelta(minutes=svc.settings.console_idle_minutes + 1)
+        conn.execute(sa.update(db.console_sessions).values(seen_at=db.now() - idle))
+    form = {"email": "new@example.com", "role": "viewer", "password": PASSWORD}
+    sent = browser.post("/admin/users", form, headers={"Referer": svc.url + "/admin/users"})
+    assert (sent.status_code, sent.headers["location"]) == (
+        303,
+        "/admin/sign-in?next=/admin/users&out=ended",
+    )
+    assert emails(svc) == ["olive@example.com"]
+    # Only a page of the console is where anyone is sent back to.
+    browser = Console(svc).signed_in("olive@example.com")
+    with svc.engine.begin() as conn:
+        conn.execute(sa.update(db.console_sessions).values(seen_at=db.now() - idle))
+    sent = browser.post("/admin/users", form, headers={"Referer": "https://evil.example/win"})
+    assert sent.headers["location"] == "/admin/sign-in?out=ended"
 
 
 # -- two-factor sign-in --------------------------------------------------------------------------

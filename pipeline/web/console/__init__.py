@@ -74,7 +74,7 @@ def _drop_stale(request: Request, response: Response) -> None:
 
 async def _sign_in_first(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInFirst)
-    target = auth.sign_in_url(exc.next_url)
+    target = auth.sign_in_url(exc.next_url, ended=bool(auth.token_of(request)))
     response: Response
     if exc.htmx:  # htmx would swap the sign-in page in: it goes there instead
         response = Response(

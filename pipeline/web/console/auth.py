@@ -126,18 +126,23 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def sign_in_url(next_url: str) -> str:
+def sign_in_url(next_url: str, ended: bool = False) -> str:
+    """The sign-in page, to come back to ``next_url``; ``ended``: it says the session
+    this browser had has ended (it sent a cookie that signs nobody in any more)."""
     target = safe_next(next_url)
-    return SIGN_IN if target == HOME else f"{SIGN_IN}?next={quote(target, safe='/')}"
+    query = [] if target == HOME else [f"next={quote(target, safe='/')}"]
+    if ended:
+        query.append("out=ended")
+    return SIGN_IN + ("?" + "&".join(query) if query else "")
 
 
-def _came_from(request: Request) -> str:
+def came_from(request: Request) -> str:
     """Where to come back to after signing in: this page, or for a form or an htmx
-    request, the page it was sent from."""
+    request, the page it was sent from (``safe_next`` keeps only the console's own)."""
     if request.method == "GET" and not is_htmx(request):
         query = f"?{request.url.query}" if request.url.query else ""
         return request.url.path + query
-    page = request.headers.get("hx-current-url") or ""
+    page = request.headers.get("hx-current-url") or request.headers.get("referer") or ""
     parts = urlsplit(page)
     return parts.path + (f"?{parts.query}" if parts.query else "") if parts.path else HOME
 
@@ -164,7 +169,7 @@ Current = Annotated[Session | None, Depends(current_session)]
 def signed_in_any(request: Request, found: Current) -> Session:
     """The signed-in session, TOTP set up or not (the set-up page and signing out)."""
     if found is None:
-        raise SignInFirst(_came_from(request), is_htmx(request))
+        raise SignInFirst(came_from(request), is_htmx(request))
     return found
 
 

@@ -24,7 +24,15 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from pipeline.web.console.auth import Current, Refused, SignInFirst, Svc, secure, sign_in_url
+from pipeline.web.console.auth import (
+    Current,
+    Refused,
+    SignInFirst,
+    Svc,
+    came_from,
+    secure,
+    sign_in_url,
+)
 from pipeline.web.console.views import is_htmx
 from pipeline.web.service import Service
 
@@ -94,7 +102,7 @@ async def protect(request: Request, svc: Svc, found: Current) -> None:
     if not same_origin(request, svc):
         raise Refused(403, FORGED, FORGED_WHY, found)
     if found is None:
-        raise SignInFirst("/admin/", is_htmx(request))
+        raise SignInFirst(came_from(request), is_htmx(request))
     if not _equal(await _given(request), found.csrf):
         raise Refused(403, FORGED, FORGED_WHY, found)
 

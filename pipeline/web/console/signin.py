@@ -48,7 +48,11 @@ Password = Annotated[str, Form(max_length=users.MAX_PASSWORD)]
 Next = Annotated[str, Form(max_length=2000)]
 Code = Annotated[str, Form(max_length=20)]
 
-SIGNED_OUT = {"1": "You are signed out.", "all": "You are signed out everywhere."}
+SIGNED_OUT = {
+    "1": "You are signed out.",
+    "all": "You are signed out everywhere.",
+    "ended": "Your session has ended: sign in again to go on.",
+}
 
 
 def _client(request: Request) -> str:
