@@ -110,9 +110,9 @@ def emails(svc: RunningService) -> list[str]:
 
 
 def test_sign_in_refuses_a_wrong_password_and_lands_where_it_was_going(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     browser = Console(svc)
 
@@ -153,9 +153,9 @@ def test_sign_in_refuses_a_wrong_password_and_lands_where_it_was_going(
 
 
 def test_the_next_page_is_only_ever_one_of_the_console(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     for target in ("//evil.example/admin/", "https://evil.example/", "/\\evil.example", "/issues/"):
         answer = Console(svc).sign_in("olive@example.com", next_=target)
@@ -163,9 +163,9 @@ def test_the_next_page_is_only_ever_one_of_the_console(
 
 
 def test_the_session_cookie_and_the_headers_of_console_pages(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     browser = Console(svc)
     answer = browser.sign_in("olive@example.com")
@@ -193,15 +193,15 @@ def test_the_session_cookie_and_the_headers_of_console_pages(
 
 
 def test_the_cookie_is_secure_when_the_base_url_is_https(
-    sqlite_url: str, make_settings: Callable[..., Settings]
+    database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(
         base_url="https://news.example.org",
-        database_url=sqlite_url,
+        database_url=database_url,
         redis_url=None,
         secret_key="console-test-secret-key-0123456789",
     )
-    users.add(db.engine(sqlite_url), "olive@example.com", Role.OWNER, PASSWORD)
+    users.add(db.engine(database_url), "olive@example.com", Role.OWNER, PASSWORD)
     app = create_app(settings)
 
     async def sign_in() -> tuple[list[str], int]:
@@ -230,9 +230,9 @@ def test_the_cookie_is_secure_when_the_base_url_is_https(
 
 
 def test_console_routes_check_csrf_and_stay_out_of_the_api_description(
-    sqlite_url: str, make_settings: Callable[..., Settings]
+    database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    app = create_app(make_settings(database_url=sqlite_url, redis_url=None, secret_key="k" * 32))
+    app = create_app(make_settings(database_url=database_url, redis_url=None, secret_key="k" * 32))
     checks = {csrf.protect, csrf.protect_sign_in}
     # FastAPI from 0.16x includes routers lazily: walk the routes they make.
     walk = getattr(fastapi.routing, "iter_route_contexts", None)
@@ -255,9 +255,9 @@ def test_console_routes_check_csrf_and_stay_out_of_the_api_description(
 
 
 def test_a_post_without_the_token_is_refused_and_changes_nothing(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     owner = Console(svc).signed_in("olive@example.com")
     owner.get("/admin/users")
@@ -285,9 +285,9 @@ def test_a_post_without_the_token_is_refused_and_changes_nothing(
 
 
 def test_a_post_from_another_origin_is_refused(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     owner = Console(svc).signed_in("olive@example.com")
     owner.get("/admin/users")
@@ -318,9 +318,9 @@ def test_a_post_from_another_origin_is_refused(
 
 
 def test_an_author_cannot_manage_users(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     add_user(svc, "arthur@example.com", Role.AUTHOR)
     author = Console(svc).signed_in("arthur@example.com")
@@ -348,9 +348,9 @@ def test_an_author_cannot_manage_users(
 
 
 def test_an_owner_adds_people_and_changes_a_role_and_the_audit_log_shows_it(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     owner = Console(svc).signed_in("olive@example.com")
     owner.get("/admin/users")
@@ -417,9 +417,9 @@ def test_an_owner_adds_people_and_changes_a_role_and_the_audit_log_shows_it(
 
 
 def test_disabling_a_user_ends_their_sessions(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     edna = add_user(svc, "edna@example.com", Role.EDITOR)
     owner = Console(svc).signed_in("olive@example.com")
@@ -435,9 +435,9 @@ def test_disabling_a_user_ends_their_sessions(
 
 
 def test_too_many_attempts_lock_the_account_out(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     add_user(svc, "edna@example.com", Role.EDITOR)
     limit = svc.settings.console_signin_per_account_per_15min
@@ -462,9 +462,9 @@ def test_too_many_attempts_lock_the_account_out(
 
 
 def test_too_many_attempts_from_one_address_are_refused(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url, console_signin_per_ip_per_hour=3)
+    svc = service_for(database_url, console_signin_per_ip_per_hour=3)
     add_user(svc, "olive@example.com", Role.OWNER)
     browser = Console(svc)
     for n in range(3):
@@ -481,9 +481,9 @@ def test_too_many_attempts_from_one_address_are_refused(
 
 
 def test_signing_out_everywhere_ends_every_session(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     laptop = Console(svc).signed_in("olive@example.com")
     phone = Console(svc).signed_in("olive@example.com")
@@ -519,9 +519,9 @@ def test_signing_out_everywhere_ends_every_session(
 
 
 def test_a_session_unused_for_longer_than_the_idle_time_is_refused(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     olive = add_user(svc, "olive@example.com", Role.OWNER)
     idle = timedelta(minutes=svc.settings.console_idle_minutes)
     week = timedelta(days=svc.settings.console_session_days)
@@ -538,9 +538,9 @@ def test_a_session_unused_for_longer_than_the_idle_time_is_refused(
 
 
 def test_a_form_sent_after_the_session_ended_signs_in_again_and_comes_back(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     browser = Console(svc).signed_in("olive@example.com")
     browser.get("/admin/users")
@@ -566,9 +566,9 @@ def test_a_form_sent_after_the_session_ended_signs_in_again_and_comes_back(
 
 
 def test_a_role_that_must_use_two_factor_sign_in_sets_it_up_then_signs_in_with_a_code(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url, console_totp_roles=["editor", "owner"])
+    svc = service_for(database_url, console_totp_roles=["editor", "owner"])
     add_user(svc, "edna@example.com", Role.EDITOR)
     add_user(svc, "arthur@example.com", Role.AUTHOR)
     editor = Console(svc)

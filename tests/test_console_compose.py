@@ -66,12 +66,12 @@ def picks(html: str) -> list[tuple[str, str]]:
 
 
 def test_the_articles_page_lists_articles_problems_and_engagement(
-    sqlite_url: str, service_for: Callable[..., RunningService], tmp_path: Path
+    database_url: str, service_for: Callable[..., RunningService], tmp_path: Path
 ) -> None:
     content = tmp_path / "content"
     shutil.copytree(CONTENT, content)
     write_article(content, "broken-one", front("Broken", published="2026-13-45"))
-    svc = service_for(sqlite_url, content_dir=str(content))
+    svc = service_for(database_url, content_dir=str(content))
     add_user(svc, "vera@example.com", Role.VIEWER)
     engagement = Engagement.from_settings(svc.settings)
     assert engagement is not None
@@ -103,9 +103,9 @@ def test_the_articles_page_lists_articles_problems_and_engagement(
 
 
 def test_an_author_composes_a_draft_and_it_is_saved_as_asked(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     audience(svc)
     author = add_user(svc, "ann@example.com", Role.AUTHOR)
     browser = Console(svc).signed_in("ann@example.com")
@@ -211,9 +211,9 @@ def test_an_author_composes_a_draft_and_it_is_saved_as_asked(
 
 
 def test_the_preview_renders_unsaved_input(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "ed@example.com", Role.EDITOR)
     browser = Console(svc).signed_in("ed@example.com")
     browser.get("/admin/issues/new")
@@ -269,9 +269,9 @@ def test_the_preview_renders_unsaved_input(
 
 
 def test_the_recipient_count_matches_the_audience(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     audience(svc)
     add_user(svc, "ann@example.com", Role.AUTHOR)
     browser = Console(svc).signed_in("ann@example.com")
@@ -293,9 +293,9 @@ def test_the_recipient_count_matches_the_audience(
 
 
 def test_a_viewer_may_not_compose_and_nothing_changes(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "vera@example.com", Role.VIEWER)
     draft_id = issues.create(svc.engine, subject="Kept", articles=[ArticleRef(FIRST, True)])
     viewer = Console(svc).signed_in("vera@example.com")
@@ -317,9 +317,9 @@ def test_a_viewer_may_not_compose_and_nothing_changes(
 
 
 def test_a_post_without_the_csrf_token_is_refused(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
+    svc = service_for(database_url)
     add_user(svc, "ed@example.com", Role.EDITOR)
     browser = Console(svc).signed_in("ed@example.com")
     browser.get("/admin/issues/new")

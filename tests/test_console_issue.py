@@ -75,10 +75,10 @@ def figure(html: str, name: str) -> str:
 
 
 def test_an_editor_sends_a_test_to_two_typed_addresses(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
-    issue_id = new_issue(svc, sqlite_url)
+    svc = service_for(database_url)
+    issue_id = new_issue(svc, database_url)
     browser = editor(svc)
     page = browser.get(f"/admin/issues/{issue_id}")
     assert page.status_code == 200, page.text
@@ -115,10 +115,10 @@ def test_an_editor_sends_a_test_to_two_typed_addresses(
 
 
 def test_scheduling_in_a_time_zone_is_confirmed_first(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
-    issue_id = new_issue(svc, sqlite_url, 3)
+    svc = service_for(database_url)
+    issue_id = new_issue(svc, database_url, 3)
     browser = editor(svc)
     browser.get(f"/admin/issues/{issue_id}")
     year = datetime.now(UTC).year + 1
@@ -161,12 +161,12 @@ def test_scheduling_in_a_time_zone_is_confirmed_first(
 
 
 def test_an_edit_after_the_review_is_not_scheduled_unseen(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
     """Confirm schedules what the confirmation showed: if the draft changed in between
     (another editor saved it), the editor is asked to review it again."""
-    svc = service_for(sqlite_url)
-    issue_id = new_issue(svc, sqlite_url)
+    svc = service_for(database_url)
+    issue_id = new_issue(svc, database_url)
     browser = editor(svc)
     browser.get(f"/admin/issues/{issue_id}")
     review = browser.post(f"/admin/issues/{issue_id}/schedule/review", {"when": "now"})
@@ -184,10 +184,10 @@ def test_an_edit_after_the_review_is_not_scheduled_unseen(
 
 
 def test_an_author_sees_the_controls_disabled_and_the_server_refuses_them(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
-    issue_id = new_issue(svc, sqlite_url)
+    svc = service_for(database_url)
+    issue_id = new_issue(svc, database_url)
     add_user(svc, "ada@example.com", Role.AUTHOR)
     author = Console(svc).signed_in("ada@example.com")
     page = author.get(f"/admin/issues/{issue_id}")
@@ -215,10 +215,10 @@ def test_an_author_sees_the_controls_disabled_and_the_server_refuses_them(
 
 
 def test_pause_resume_and_cancel_each_confirmed(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
-    issue_id = new_issue(svc, sqlite_url)
+    svc = service_for(database_url)
+    issue_id = new_issue(svc, database_url)
     issues.schedule(svc.engine, issue_id, datetime.now(UTC) + timedelta(days=2))
     browser = editor(svc)
     page = browser.get(f"/admin/issues/{issue_id}")
@@ -253,10 +253,10 @@ def test_pause_resume_and_cancel_each_confirmed(
 
 
 def test_the_progress_fragment_and_the_report_follow_the_send(
-    sqlite_url: str, service_for: Callable[..., RunningService]
+    database_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(sqlite_url)
-    issue_id = new_issue(svc, sqlite_url, 3)
+    svc = service_for(database_url)
+    issue_id = new_issue(svc, database_url, 3)
     browser = editor(svc)
     browser.get(f"/admin/issues/{issue_id}")
     browser.post(f"/admin/issues/{issue_id}/schedule/review", {"when": "now"})
@@ -310,12 +310,12 @@ def test_the_progress_fragment_and_the_report_follow_the_send(
 @pytest.mark.slow
 @pytest.mark.browser
 def test_in_a_browser_an_editor_schedules_now_and_watches_it_go(
-    sqlite_url: str, service_for: Callable[..., RunningService], browser: Browser
+    database_url: str, service_for: Callable[..., RunningService], browser: Browser
 ) -> None:
     """At phone width: the confirmation, then the progress updating itself to "sent"
     with no reload of the page (htmx asks for the fragment every 2 seconds)."""
-    svc = service_for(sqlite_url)
-    issue_id = new_issue(svc, sqlite_url, 3)
+    svc = service_for(database_url)
+    issue_id = new_issue(svc, database_url, 3)
     add_user(svc, "eddie@example.com", Role.EDITOR)
     with open_page(browser, width=375) as page:
         errors: list[str] = []
