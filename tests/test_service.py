@@ -5,7 +5,10 @@ whose emails provide the links a subscriber would follow."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -29,7 +32,7 @@ from pipeline.sending.sender import unsubscribe_list
 from pipeline.store import db
 from tests.cluster import seed_subscribers
 from tests.conftest import CONTENT, SEEDS
-from tests.service import RunningService, running_service
+from tests.service import SECRET, RunningService, running_service
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Firefox/128.0"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -685,3 +688,39 @@ def test_the_links_of_a_preview_lead_to_pages_that_say_so(
     one_click = requests.post(f"{svc.url}/preview/unsubscribe", data=ONE_CLICK, timeout=10)
     assert one_click.status_code == 200 and "This is a preview" in one_click.text
     assert table_rows(svc) == before
+
+
+def test_without_redis_the_service_runs_one_process(
+    make_settings: Callable[..., Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without Redis the limits and previews live in the process: two processes would
+    each allow the whole limit. One runs, and asking for more says what to do."""
+    from pipeline.cli.serve import processes_for
+    from pipeline.errors import ConfigError
+
+    alone = make_settings(serve_workers=3, redis_url=None)
+    assert processes_for(alone, None) == 1
+    assert "one process, not serve_workers (3), since REDIS_URL is not set" in (
+        capsys.readouterr().err
+    )
+    assert processes_for(alone, 1) == 1
+    with pytest.raises(ConfigError, match=r"--workers 2 needs REDIS_URL.*--workers 1"):
+        processes_for(alone, 2)
+    shared = make_settings(serve_workers=3, redis_url="redis://127.0.0.1:6379/15")
+    assert (processes_for(shared, None), processes_for(shared, 2)) == (3, 2)
+    assert capsys.readouterr().err == ""
+
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    db.upgrade(url)
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(DATABASE_URL=url, LETTERPRESS_SECRET_KEY=SECRET, LETTERPRESS_CONFIG="")
+    done = subprocess.run(
+        [sys.executable, "-m", "workers", "serve", "--port", "0", "--workers", "2"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "--workers 2 needs REDIS_URL" in done.stderr

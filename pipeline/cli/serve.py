@@ -10,6 +10,8 @@ import click
 
 from pipeline.audience.tokens import Signer
 from pipeline.cli.common import Context, pass_ctx, run_or_exit
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings
 from pipeline.store import db
 
 # Path segments that are credentials (signed tokens): never written to a log.
@@ -50,6 +52,28 @@ LOG_CONFIG = {
 }
 
 
+def processes_for(settings: Settings, asked: int | None) -> int:
+    """How many server processes to run. Without Redis, the rate limits and the
+    console's previews live in the process that counted or made them, so two processes
+    would each allow the whole limit and lose each other's previews: one process, then,
+    and asking for more on the command line is an error that says what to do."""
+    wanted = asked or settings.serve_workers
+    if settings.redis_url is not None or wanted == 1:
+        return wanted
+    if asked:
+        raise ConfigError(
+            f"--workers {asked} needs REDIS_URL: without Redis each process keeps its own"
+            " rate limits and console previews, so run one process (--workers 1) or set"
+            " REDIS_URL"
+        )
+    click.echo(
+        f"letterpress serve: one process, not serve_workers ({wanted}), since REDIS_URL is"
+        " not set (the rate limits and console previews are kept in the process)",
+        err=True,
+    )
+    return 1
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free).")
@@ -64,7 +88,7 @@ def serve(ctx: Context, host: str, port: int, workers: int | None, access_log: b
         settings = ctx.settings()
         Signer.from_settings(settings)  # a clear error before listening
         db.require_current(settings.database_url)
-        return workers or settings.serve_workers
+        return processes_for(settings, workers)
 
     processes = run_or_exit(check)
     import uvicorn

@@ -169,8 +169,8 @@ def proof(
 
 class Proofs:
     """Proofs' HTML kept for a few minutes, for the preview's frames to load by token:
-    in Redis when there is one (every server process sees them), else in this process.
-    A token belongs to the user who made it."""
+    in Redis when there is one (every server process sees them), else in this process
+    (``letterpress serve`` then runs only one). A token belongs to the user who made it."""
 
     def __init__(self, client: Any | None, prefix: str, seconds: int = PROOF_SECONDS) -> None:
         self.client = client
