@@ -459,6 +459,14 @@ def test_too_many_attempts_lock_the_account_out(
     # Other accounts are not locked; the address is the same however it is written.
     assert Console(svc).sign_in(" OLIVE@example.com").status_code == 429
     assert Console(svc).sign_in("edna@example.com").status_code == 303
+    # The owner can see it: each refusal of the locked account is in the audit log.
+    refusals = [
+        e.detail
+        for e in audit.recent(svc.engine)
+        if e.user_email == "olive@example.com" and e.action == "sign-in refused"
+    ]
+    locked = "locked out: too many sign-in attempts for this account"
+    assert refusals == 2 * [locked] + limit * ["wrong address or password"]
 
 
 def test_too_many_attempts_from_one_address_are_refused(
@@ -478,6 +486,33 @@ def test_too_many_attempts_from_one_address_are_refused(
 
 
 # -- sessions ----------------------------------------------------------------------------------
+
+
+def test_ipv6_clients_are_counted_by_their_64_network(
+    database_url: str, service_for: Callable[..., RunningService]
+) -> None:
+    """A host with IPv6 has a whole /64 to take new addresses from: the limit counts the
+    network. The addresses come through the proxy's X-Forwarded-For, as in production."""
+    svc = service_for(database_url, console_signin_per_ip_per_hour=3)
+    add_user(svc, "olive@example.com", Role.OWNER)
+
+    tried = iter(range(100))  # a new account each time: only the address's limit counts
+
+    def attempt(client: str) -> int:
+        browser = Console(svc)
+        browser.http.headers["X-Forwarded-For"] = client
+        return browser.sign_in(f"nobody{next(tried)}@example.com", "wrong password").status_code
+
+    assert [attempt(f"2001:db8:1:2::{n}") for n in range(1, 4)] == [400, 400, 400]
+    assert attempt("2001:db8:1:2:ffff:ffff:ffff:ffff") == 429  # the same /64
+    assert attempt("2001:db8:1:3::1") == 400  # the next /64 is someone else
+    assert [attempt(a) for a in ("192.0.2.7", "::ffff:192.0.2.7", "192.0.2.7")] == [
+        400,
+        400,
+        400,
+    ]
+    assert attempt("192.0.2.7") == 429  # an IPv4-mapped address is that IPv4 address
+    assert attempt("192.0.2.8") == 400
 
 
 def test_signing_out_everywhere_ends_every_session(
@@ -587,13 +622,21 @@ def test_a_role_that_must_use_two_factor_sign_in_sets_it_up_then_signs_in_with_a
     secret = re.search(r'<code id="secret">([A-Z2-7]+)</code>', setup.text)
     assert secret is not None
     assert "otpauth://totp/" in setup.text and secret.group(1) in setup.text
-    wrong = editor.post("/admin/totp", {"secret": secret.group(1), "code": "000000"})
+    key = secret.group(1)
+    wrong = editor.post("/admin/totp", {"secret": key, "code": "000000", "password": PASSWORD})
     assert wrong.status_code == 400 and "Wrong code" in alerts(wrong)[0]
-    assert secret.group(1) in wrong.text  # the same key: the app has it already
+    assert key in wrong.text  # the same key: the app has it already
     elsewhere = Console(svc)  # another session of hers (a stolen one, say)
     elsewhere.sign_in("edna@example.com")
-    code = pyotp.TOTP(secret.group(1)).now()
-    on = editor.post("/admin/totp", {"secret": secret.group(1), "code": code})
+    code = pyotp.TOTP(key).now()
+    # The session alone is not enough: her password too, and guesses count as sign-ins.
+    elsewhere.get("/admin/totp")
+    for password in ("", "a guess at her password"):
+        guess = elsewhere.post("/admin/totp", {"secret": key, "code": code, "password": password})
+        assert guess.status_code == 400, guess.text
+        assert alerts(guess) == ["Wrong password: type the password you sign in with."]
+    assert not users.get(svc.engine, users.by_email(svc.engine, "edna@example.com").id).totp
+    on = editor.post("/admin/totp", {"secret": key, "code": code, "password": PASSWORD})
     assert (on.status_code, on.headers["location"]) == (303, "/admin/totp?on=1")
     assert editor.get("/admin/").status_code == 200
     gone = elsewhere.get("/admin/")  # ended: from now on signing in needs the code
@@ -628,4 +671,8 @@ def test_a_role_that_must_use_two_factor_sign_in_sets_it_up_then_signs_in_with_a
         ("edna@example.com", "sign-in refused"),  # the code used already
         ("edna@example.com", "sign-in refused"),  # the wrong code
         ("edna@example.com", "two-factor sign-in enabled"),
+    ]
+    guesses = [e for e in audit.recent(svc.engine, limit=50) if "set-up" in e.action]
+    assert [(e.action, e.detail) for e in guesses] == 2 * [
+        ("two-factor set-up refused", "wrong password: type the password you sign in with")
     ]

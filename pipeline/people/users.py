@@ -258,6 +258,16 @@ def authenticate(engine: Engine, email: str, password: str, totp_code: str | Non
     return from_row(row)
 
 
+def confirm_password(engine: Engine, user_id: int, password: str) -> None:
+    """The signed-in user's own password, asked again before a change that guards the
+    account (turning on two-factor sign-in): a session alone, a stolen one say, is not
+    enough. ``UserError`` when it is wrong."""
+    with engine.connect() as conn:
+        row = _row(conn, U.id == user_id)
+    if row is None or not _verify(row.password_hash, password):
+        raise UserError("wrong password: type the password you sign in with")
+
+
 def second_factor(engine: Engine, user_id: int, code: str) -> User:
     """The second step of signing in, once ``authenticate`` answered ``TotpNeeded`` for
     this user: their code, checked again against the account as it is now (disabled in

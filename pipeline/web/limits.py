@@ -2,16 +2,38 @@
 and per account).
 
 In Redis when it is configured, so every server process shares the count; in this
-process otherwise. Keys hold a keyed hash of the IP or address, never the value.
+process otherwise. Keys hold a keyed hash of the IP or address, never the value. An IPv6 client is
+counted by its /64 network (``client_of``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import threading
 import time
 from typing import Any
+
+from starlette.requests import Request
+
+IPV6_NETWORK = 64  # one subscriber line or host gets a /64: it is counted as one
+
+
+def client_of(request: Request) -> str:
+    """Whom a per-address limit counts: the client's IPv4 address, or the /64 network of
+    its IPv6 address (one host has a whole /64 to take new addresses from)."""
+    host = request.client.host if request.client else ""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/{IPV6_NETWORK}", strict=False))
+    return str(ip)
+
 
 # DECR only a key that exists: one that has expired is not brought back without a TTL.
 _FORGIVE = """

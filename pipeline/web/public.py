@@ -26,6 +26,7 @@ from pipeline.audience.subscribers import normalise_email
 from pipeline.audience.tokens import Claim
 from pipeline.errors import NotFound
 from pipeline.sending.providers.base import ProviderError
+from pipeline.web.limits import client_of
 from pipeline.web.service import Service, page_headers, service
 from pipeline.web.writer import Unsubscribe
 
@@ -48,10 +49,6 @@ def _claim(svc: Service, purpose: str, token: str, max_hours: float | None = Non
     if claim is None:
         raise HTTPException(404, INVALID_LINK)
     return claim
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _masked(email: str) -> str:
@@ -90,7 +87,7 @@ def _signup(
     """Rate limits, then the sign-up; 0, or the seconds to wait (429). Raises ValueError
     for bad input. The answer is the same for new, known and suppressed addresses."""
     s = svc.settings
-    wait = svc.limits.hit("signup-ip", _client(request), s.signup_per_ip_per_hour, 3600)
+    wait = svc.limits.hit("signup-ip", client_of(request), s.signup_per_ip_per_hour, 3600)
     if wait:
         return wait
     address = normalise_email(email)
@@ -468,7 +465,7 @@ def view(svc: Svc, request: Request, slug: Annotated[str, Path(max_length=200)])
         svc.engagement is not None
         and not tracking.is_scanner(agent, svc.settings)
         and slug in svc.article_slugs()
-        and svc.limits.first("view", f"{_client(request)}|{slug}", 1800)
+        and svc.limits.first("view", f"{client_of(request)}|{slug}", 1800)
     ):
         svc.engagement.record_view(slug)
     return Response(status_code=204, headers=page_headers())

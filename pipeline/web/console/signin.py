@@ -32,6 +32,7 @@ from pipeline.people import audit, sessions, users
 from pipeline.people.users import SignInRefused, TotpNeeded, User
 from pipeline.web.console import auth, csrf, views
 from pipeline.web.console.auth import Current, Svc
+from pipeline.web.limits import client_of
 from pipeline.web.service import Service
 
 # Before a session (the sign-in steps; csrf.protect_sign_in), and signed in (sign-out).
@@ -53,10 +54,6 @@ SIGNED_OUT = {
     "all": "You are signed out everywhere.",
     "ended": "Your session has ended: sign in again to go on.",
 }
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _sentence(text: str) -> str:
@@ -90,17 +87,17 @@ def _account(email: str) -> str:
         return " ".join(email.split()).lower()
 
 
-def _over_limit(svc: Service, request: Request, email: str) -> tuple[str, int] | None:
+def over_limit(svc: Service, request: Request, email: str) -> tuple[str, int] | None:
     """Count this attempt; over a limit, the sentence to show and the seconds to wait."""
     s = svc.settings
-    wait = svc.limits.hit("console-ip", _client(request), s.console_signin_per_ip_per_hour, HOUR)
+    wait = svc.limits.hit("console-ip", client_of(request), s.console_signin_per_ip_per_hour, HOUR)
     if wait:
         return f"from your network address: try again in {_minutes(wait)}.", wait
     wait = svc.limits.hit(
         "console-account", _account(email), s.console_signin_per_account_per_15min, QUARTER
     )
     if wait:
-        svc.limits.forgive("console-ip", _client(request))  # the account's limit refused it
+        svc.limits.forgive("console-ip", client_of(request))  # the account's limit refused it
         return f"for this account: try again in {_minutes(wait)}.", wait
     return None
 
@@ -110,8 +107,8 @@ def _minutes(seconds: int) -> str:
     return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
-def _forgive(svc: Service, request: Request, email: str) -> None:
-    svc.limits.forgive("console-ip", _client(request))
+def forgive(svc: Service, request: Request, email: str) -> None:
+    svc.limits.forgive("console-ip", client_of(request))
     svc.limits.forgive("console-account", _account(email))
 
 
@@ -119,6 +116,7 @@ def _locked_out(
     svc: Service, request: Request, step: str, over: tuple[str, int], email: str, nxt: str
 ) -> HTMLResponse:
     error = f"Too many sign-in attempts {over[0]}"
+    _refused(svc, email, "locked out: " + error[:1].lower() + error[1:].split(":")[0])
     page = _form(svc, request, step, 429, error=error, email=email, next=nxt)
     page.headers["retry-after"] = str(over[1])
     return page
@@ -208,13 +206,13 @@ def sign_in_page(
 def sign_in(
     svc: Svc, request: Request, email: Email, password: Password, next: Next = ""
 ) -> Response:
-    over = _over_limit(svc, request, email)
+    over = over_limit(svc, request, email)
     if over:
         return _locked_out(svc, request, "password", over, email, next)
     try:
         user = users.authenticate(svc.engine, email, password)
     except TotpNeeded as exc:
-        _forgive(svc, request, email)  # the password was right: the code step counts
+        forgive(svc, request, email)  # the password was right: the code step counts
         response = views.see_other(CODE_PATH)
         _remember(svc, response, exc.user_id, email, next)
         return response
@@ -223,7 +221,7 @@ def sign_in(
         return _form(
             svc, request, "password", 400, error=_sentence(str(exc)), email=email, next=next
         )
-    _forgive(svc, request, email)
+    forgive(svc, request, email)
     return _signed_in(svc, request, user, next, code=False)
 
 
@@ -243,18 +241,18 @@ def code_step(svc: Svc, request: Request, code: Code = "") -> Response:
         _forget(svc, page)
         return page
     user_id, email, next_url = pending
-    over = _over_limit(svc, request, email)
+    over = over_limit(svc, request, email)
     if over:
         return _locked_out(svc, request, "code", over, email, next_url)
     try:
         user = users.second_factor(svc.engine, user_id, code)
     except TotpNeeded as exc:
-        _forgive(svc, request, email)  # no code typed: not a guess
+        forgive(svc, request, email)  # no code typed: not a guess
         return _form(svc, request, "code", 400, error=_sentence(str(exc)), email=email)
     except SignInRefused as exc:
         _refused(svc, email, str(exc))
         return _form(svc, request, "code", 400, error=_sentence(str(exc)), email=email)
-    _forgive(svc, request, email)
+    forgive(svc, request, email)
     return _signed_in(svc, request, user, next_url, code=True)
 
 

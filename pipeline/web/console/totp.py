@@ -3,8 +3,10 @@
 Anyone signed in may turn it on; a role listed in ``console_totp_roles`` must, and is
 sent here after signing in until they have (``auth.signed_in``). The page shows a new
 secret as text and as an ``otpauth://`` URI for an authenticator app; the form sends
-the secret back with a code from the app, and ``users.enable_totp`` turns it on only
-when the code is right.
+the secret back with a code from the app and the user's password, and
+``users.enable_totp`` turns it on only when both are right. The password, so that a
+session alone (a stolen one) cannot tie the account to someone else's app; its guesses
+count against the account's sign-in limit.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from pipeline.people import sessions, users
+from pipeline.people import audit, sessions, users
 from pipeline.people.sessions import Session
 from pipeline.people.users import UserError
-from pipeline.web.console import auth, views
+from pipeline.web.console import auth, signin, views
 from pipeline.web.console.auth import Svc
 from pipeline.web.service import Service
 
@@ -50,6 +52,13 @@ def _page(
     )
 
 
+def _refused(
+    svc: Service, request: Request, session: Session, secret: str, exc: UserError
+) -> HTMLResponse:
+    error = str(exc)
+    return _page(svc, request, session, secret, 400, error=error[:1].upper() + error[1:] + ".")
+
+
 @router.get("/totp", response_class=HTMLResponse)
 def totp_page(svc: Svc, request: Request, session: auth.AnySession, on: str = "") -> Response:
     if session.user.totp:
@@ -64,16 +73,27 @@ def totp_enable(
     session: auth.AnySession,
     secret: Annotated[str, Form(max_length=64)],
     code: Annotated[str, Form(max_length=20)],
+    password: Annotated[str, Form(max_length=users.MAX_PASSWORD)] = "",
 ) -> Response:
     if session.user.totp:
         return views.see_other(auth.TOTP_SET_UP)
+    if not SECRET.fullmatch(secret):  # not one this page made: start again
+        secret = users.new_totp_secret()
+    over = signin.over_limit(svc, request, session.user.email)
+    if over:
+        page = _page(svc, request, session, secret, 429, error=f"Too many attempts {over[0]}")
+        page.headers["retry-after"] = str(over[1])
+        return page
+    try:
+        users.confirm_password(svc.engine, session.user.id, password)
+    except UserError as exc:
+        audit.record(svc.engine, session.user.id, "two-factor set-up refused", str(exc))
+        return _refused(svc, request, session, secret, exc)
+    signin.forgive(svc, request, session.user.email)
     try:
         users.enable_totp(svc.engine, session.user.id, secret, code)
     except UserError as exc:
-        error = str(exc)
-        if not SECRET.fullmatch(secret):  # not one this page made: start again
-            secret = users.new_totp_secret()
-        return _page(svc, request, session, secret, 400, error=error[:1].upper() + error[1:] + ".")
+        return _refused(svc, request, session, secret, exc)
     # Any other session (a stolen one, say) ends: from now on signing in needs the code.
     sessions.end_others(svc.engine, session.user.id, auth.token_of(request))
     return views.see_other(f"{auth.TOTP_SET_UP}?on=1")
