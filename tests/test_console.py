@@ -222,9 +222,11 @@ def test_the_cookie_is_secure_when_the_base_url_is_https(
             return cookies, home.status_code
 
     cookies, home = asyncio.run(sign_in())
-    session = next(c for c in cookies if c.startswith("lp_console="))
+    # The __Secure- prefix: a browser takes these names only from an https answer.
+    assert not any(c.startswith("lp_console") for c in cookies), cookies
+    session = next(c for c in cookies if c.startswith("__Secure-lp_console="))
     assert "Secure" in session and "HttpOnly" in session and "Path=/admin" in session
-    pre = next(c for c in cookies if c.startswith("lp_console_pre="))  # the sign-in form's
+    pre = next(c for c in cookies if c.startswith("__Secure-lp_console_pre="))  # the form's
     assert "Secure" in pre and "HttpOnly" in pre
     assert home == 200
 

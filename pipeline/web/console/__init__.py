@@ -68,13 +68,13 @@ def htmx() -> Response:
 
 
 def _drop_stale(request: Request, response: Response) -> None:
-    if auth.token_of(request):
+    if auth.token_of(request, current(request)):
         auth.clear_cookie(response, current(request))
 
 
 async def _sign_in_first(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInFirst)
-    target = auth.sign_in_url(exc.next_url, ended=bool(auth.token_of(request)))
+    target = auth.sign_in_url(exc.next_url, ended=bool(auth.token_of(request, current(request))))
     response: Response
     if exc.htmx:  # htmx would swap the sign-in page in: it goes there instead
         response = Response(

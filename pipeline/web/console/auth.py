@@ -2,10 +2,13 @@
 handler the signed-in ``Session`` (``pipeline.people.sessions``).
 
 The cookie ``lp_console`` holds the session's random token (the database keeps only its
-hash): ``HttpOnly``, ``SameSite=Lax``, ``Path=/admin``, and ``Secure`` when the base URL
-is https. A page asked for without a session is sent to ``/admin/sign-in?next=…``
-(303); an htmx request gets 401 with ``HX-Redirect`` there instead, since htmx would
-swap the sign-in page into a fragment's place. ``require(action)`` refuses a role that
+hash): ``HttpOnly``, ``SameSite=Lax``, ``Path=/admin``, and when the base URL is https,
+``Secure`` and named ``__Secure-lp_console`` (``cookie_name``: a browser takes a cookie
+of that name only from an https page, so a plain-http answer cannot plant one).
+
+A page asked for without a session is sent to ``/admin/sign-in?next=…`` (303); an htmx
+request gets 401 with ``HX-Redirect`` there instead, since htmx would swap the sign-in
+page into a fragment's place. ``require(action)`` refuses a role that
 may not do it with a 403 page that says why (``roles.why_not``).
 """
 
@@ -84,6 +87,11 @@ def secure(svc: Service) -> bool:
     return svc.settings.base_url.lower().startswith("https://")
 
 
+def cookie_name(svc: Service, name: str) -> str:
+    """``name``, with the ``__Secure-`` prefix when the console is served over https."""
+    return f"__Secure-{name}" if secure(svc) else name
+
+
 def idle(svc: Service) -> timedelta:
     return timedelta(minutes=svc.settings.console_idle_minutes)
 
@@ -94,7 +102,7 @@ def absolute(svc: Service) -> timedelta:
 
 def set_cookie(response: Response, svc: Service, token: str) -> None:
     response.set_cookie(
-        COOKIE,
+        cookie_name(svc, COOKIE),
         token,
         max_age=int(absolute(svc).total_seconds()),
         path=PATH,
@@ -105,7 +113,9 @@ def set_cookie(response: Response, svc: Service, token: str) -> None:
 
 
 def clear_cookie(response: Response, svc: Service) -> None:
-    response.delete_cookie(COOKIE, path=PATH, secure=secure(svc), httponly=True, samesite="lax")
+    response.delete_cookie(
+        cookie_name(svc, COOKIE), path=PATH, secure=secure(svc), httponly=True, samesite="lax"
+    )
 
 
 def safe_next(value: str | None) -> str:
@@ -147,14 +157,14 @@ def came_from(request: Request) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "") if parts.path else HOME
 
 
-def token_of(request: Request) -> str:
-    return request.cookies.get(COOKIE, "")[:200]
+def token_of(request: Request, svc: Service) -> str:
+    return request.cookies.get(cookie_name(svc, COOKIE), "")[:200]
 
 
 def current_session(request: Request, svc: Svc) -> Session | None:
     """The session of this request's cookie, or None (no cookie, an unknown, ended or
     expired token, a disabled user). Sync: FastAPI runs it in its thread pool."""
-    token = token_of(request)
+    token = token_of(request, svc)
     if not token:
         return None
     found = sessions.lookup(svc.engine, token, idle(svc))

@@ -30,6 +30,7 @@ from pipeline.web.console.auth import (
     SignInFirst,
     Svc,
     came_from,
+    cookie_name,
     secure,
     sign_in_url,
 )
@@ -125,7 +126,7 @@ def _nonce(svc: Service, cookie: str | None) -> str | None:
 def sign_in_token(svc: Service, request: Request) -> tuple[str, str | None]:
     """The token for a sign-in form, and the cookie to set for it when the browser has
     none yet (``set_sign_in_cookie``)."""
-    nonce = _nonce(svc, request.cookies.get(PRE_COOKIE))
+    nonce = _nonce(svc, request.cookies.get(cookie_name(svc, PRE_COOKIE)))
     cookie = None
     if nonce is None:
         nonce = secrets.token_urlsafe(24)
@@ -136,7 +137,12 @@ def sign_in_token(svc: Service, request: Request) -> tuple[str, str | None]:
 def set_sign_in_cookie(response: Response, svc: Service, cookie: str | None) -> None:
     if cookie is not None:
         response.set_cookie(
-            PRE_COOKIE, cookie, path="/admin", secure=secure(svc), httponly=True, samesite="lax"
+            cookie_name(svc, PRE_COOKIE),
+            cookie,
+            path="/admin",
+            secure=secure(svc),
+            httponly=True,
+            samesite="lax",
         )
 
 
@@ -146,7 +152,7 @@ async def protect_sign_in(request: Request, svc: Svc) -> None:
         return
     if not same_origin(request, svc):
         raise Refused(403, FORGED, FORGED_WHY)
-    nonce = _nonce(svc, request.cookies.get(PRE_COOKIE))
+    nonce = _nonce(svc, request.cookies.get(cookie_name(svc, PRE_COOKIE)))
     if nonce is None or not _equal(await _given(request), _mac(svc, "pre-form", nonce)):
         raise Refused(403, EXPIRED, EXPIRED_WHY, link=sign_in_url("/admin/"))
 

@@ -145,7 +145,7 @@ def _fernet(svc: Service) -> Fernet:
 
 
 def _pending(svc: Service, request: Request) -> tuple[int, str, str] | None:
-    raw = request.cookies.get(CODE_COOKIE, "")
+    raw = request.cookies.get(auth.cookie_name(svc, CODE_COOKIE), "")
     if not raw or len(raw) > 4000:
         return None
     try:
@@ -158,7 +158,7 @@ def _pending(svc: Service, request: Request) -> tuple[int, str, str] | None:
 def _remember(svc: Service, response: Response, user_id: int, email: str, nxt: str) -> None:
     data = json.dumps({"user": user_id, "email": email, "next": nxt}).encode()
     response.set_cookie(
-        CODE_COOKIE,
+        auth.cookie_name(svc, CODE_COOKIE),
         _fernet(svc).encrypt(data).decode(),
         max_age=CODE_SECONDS,
         path=CODE_PATH,
@@ -170,7 +170,11 @@ def _remember(svc: Service, response: Response, user_id: int, email: str, nxt: s
 
 def _forget(svc: Service, response: Response) -> None:
     response.delete_cookie(
-        CODE_COOKIE, path=CODE_PATH, secure=auth.secure(svc), httponly=True, samesite="lax"
+        auth.cookie_name(svc, CODE_COOKIE),
+        path=CODE_PATH,
+        secure=auth.secure(svc),
+        httponly=True,
+        samesite="lax",
     )
 
 
@@ -179,7 +183,7 @@ def _forget(svc: Service, response: Response) -> None:
 
 def _signed_in(svc: Service, request: Request, user: User, next_url: str, code: bool) -> Response:
     """Start the session, set its cookie, and go on."""
-    old = auth.token_of(request)
+    old = auth.token_of(request, svc)
     if old:
         sessions.end(svc.engine, old)
     token, session = sessions.start(svc.engine, user.id, auth.idle(svc), auth.absolute(svc))
@@ -187,7 +191,7 @@ def _signed_in(svc: Service, request: Request, user: User, next_url: str, code: 
     target = auth.TOTP_SET_UP if views.must_set_up_totp(svc, session) else auth.safe_next(next_url)
     response = views.see_other(target)
     auth.set_cookie(response, svc, token)
-    if request.cookies.get(CODE_COOKIE):
+    if request.cookies.get(auth.cookie_name(svc, CODE_COOKIE)):
         _forget(svc, response)
     return response
 
@@ -267,7 +271,7 @@ def _out(svc: Service, target: str) -> Response:
 
 @router.post("/sign-out", response_class=HTMLResponse)
 def sign_out(svc: Svc, request: Request, session: auth.AnySession) -> Response:
-    sessions.end(svc.engine, auth.token_of(request))
+    sessions.end(svc.engine, auth.token_of(request, svc))
     audit.record(svc.engine, session.user.id, "signed out", "")
     return _out(svc, f"{auth.SIGN_IN}?out=1")
 

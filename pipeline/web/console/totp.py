@@ -95,5 +95,5 @@ def totp_enable(
     except UserError as exc:
         return _refused(svc, request, session, secret, exc)
     # Any other session (a stolen one, say) ends: from now on signing in needs the code.
-    sessions.end_others(svc.engine, session.user.id, auth.token_of(request))
+    sessions.end_others(svc.engine, session.user.id, auth.token_of(request, svc))
     return views.see_other(f"{auth.TOTP_SET_UP}?on=1")
