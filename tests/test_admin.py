@@ -25,7 +25,9 @@ from pipeline.audience import subscribers as subs
 from pipeline.cli.common import Context
 from pipeline.cli.main import main as cli
 from pipeline.cli.subscribers import subscribers as subscribers_cli
+from pipeline.sending import issues
 from pipeline.sending.parts import SendingParts
+from pipeline.statuses import Role
 from pipeline.store import db
 from tests.cluster import wait_for
 from tests.conftest import CONTENT, SEEDS, postgres_database
@@ -944,7 +946,7 @@ def _paused_mid_send(admin: Admin, parts: SendingParts) -> int:
     """An issue to one new reader that started (its batch made, not sent) and was paused."""
     reader = admin.add(lists=[unique("solo")])
     issue_id = int(admin.issue(audience=reader["lists"])["id"])
-    assert admin.post(f"/issues/{issue_id}/schedule", {"at": "now"}).status_code == 200
+    issues.schedule(admin.svc.engine, issue_id, None)  # as the CLI does: nothing starts it
     assert parts.start_due(_Hold()) == [issue_id]
     assert admin.post(f"/issues/{issue_id}/pause").json()["status"] == "paused"
     return issue_id
@@ -981,4 +983,36 @@ def test_without_redis_the_admin_api_and_the_cli_both_send_a_resumed_issue(
         assert api["progress"] == done["progress"]
         assert (api["progress"]["sent"], api["progress"]["failed"]) == (1, 0)
         for issue_id in (by_api, by_cli):
+            assert len(list((svc.settings.outbox_dir / f"issue-{issue_id}").glob("*.eml"))) == 1
+
+
+def test_without_redis_an_issue_scheduled_for_now_is_sent_without_a_beat(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Scheduled for now through the admin API or the console, with no broker and no
+    beat running: the service starts and sends it after its answer."""
+    from tests.test_console import Console, add_user
+
+    with (
+        running_service(tmp_path, sqlite_url, None, settings={"content_dir": str(CONTENT)}) as svc,
+        requests.Session() as session,
+    ):
+        session.headers["authorization"] = f"Bearer {ADMIN_TOKEN}"
+        admin = Admin(svc, session, "")
+        by_api = int(admin.issue(audience=admin.add(lists=[unique("now")])["lists"])["id"])
+        by_console = int(admin.issue(audience=admin.add(lists=[unique("now")])["lists"])["id"])
+        assert admin.post(f"/issues/{by_api}/schedule", {"at": "now"}).status_code == 200
+        add_user(svc, "eddie@example.com", Role.EDITOR)
+        editor = Console(svc).signed_in("eddie@example.com")
+        editor.get(f"/admin/issues/{by_console}")
+        editor.post(f"/admin/issues/{by_console}/schedule/review", {"when": "now"})
+        scheduled = editor.post(f"/admin/issues/{by_console}/schedule", {"when": "now"})
+        assert scheduled.status_code == 303, scheduled.text
+        for issue_id in (by_api, by_console):
+            wait_for(
+                lambda i=issue_id: admin.get(f"/issues/{i}").json()["status"] == "sent",
+                30,
+                f"issue {issue_id} to be sent",
+            )
+            assert admin.get(f"/issues/{issue_id}").json()["progress"]["sent"] == 1
             assert len(list((svc.settings.outbox_dir / f"issue-{issue_id}").glob("*.eml"))) == 1

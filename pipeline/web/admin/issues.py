@@ -159,7 +159,9 @@ def get_issue(svc: Svc, issue_id: IssueId) -> IssueDetail:
     description="The beat starts the issue when its time comes (now: at once).",
     responses={**BAD, **NO_ISSUE, **WRONG_STATE, **BODY},
 )
-def schedule_issue(svc: Svc, issue_id: IssueId, body: ScheduleIn) -> IssueDetail:
+def schedule_issue(
+    svc: Svc, issue_id: IssueId, body: ScheduleIn, later: BackgroundTasks
+) -> IssueDetail:
     try:
         when = inputs.when(body.at)
         zone = subscribers.check_time_zone(inputs.line(body.time_zone, "the time zone"))
@@ -175,7 +177,7 @@ def schedule_issue(svc: Svc, issue_id: IssueId, body: ScheduleIn) -> IssueDetail
     except ConfigError as exc:
         raise bad(exc) from None
     if when is None:
-        queue.start_due_now(svc)
+        queue.start_due_now(svc, later)
     return _issue(svc, issue_id)
 
 

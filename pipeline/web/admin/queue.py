@@ -1,7 +1,8 @@
 """Where the admin API hands the batches of a resumed or retried issue: the same place
 the CLI does (``pipeline.broker.dispatcher_for``). With ``REDIS_URL`` they go to the
 workers at once, and an issue scheduled for now is started at once; without it, this
-process sends them, after the answer so the request does not wait for the send. If the
+process sends them (and starts an issue scheduled for now), after the answer so the
+request does not wait for the send. If the
 queue cannot be reached, the batches stay pending and the beat's sweep sends them.
 """
 
@@ -36,12 +37,22 @@ def _hand_on(svc: Service, issue_id: int, batches: list[int], dispatcher: Dispat
         log.warning("issue %s: could not hand on %d batch(es): %s", issue_id, len(batches), exc)
 
 
-def start_due_now(svc: Service) -> None:
-    """Ask the workers to start due issues now rather than at the next beat; without a
-    broker the beat (``letterpress beat``) starts them, as after ``issue schedule``."""
+def start_due_now(svc: Service, later: BackgroundTasks) -> None:
+    """Start the issues that are due now rather than at the next beat: the workers are
+    asked to, or without a broker this process starts and sends them after the answer.
+    Claiming an issue is atomic (``issues.claim_due``), so a beat that runs meanwhile
+    does not start it twice."""
     if svc.broker is None:
+        later.add_task(_start_here, svc)
         return
     try:
         svc.broker.start_due_now()
     except Exception as exc:
         log.warning("could not ask the workers to start due issues: %s", exc)
+
+
+def _start_here(svc: Service) -> None:
+    try:
+        svc.sending.start_due(dispatcher_for(svc.sending, None))
+    except Exception as exc:  # the beat starts what is still due
+        log.warning("could not start the due issues: %s", exc)

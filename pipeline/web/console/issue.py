@@ -433,6 +433,7 @@ def schedule_issue(
     session: Scheduler,
     issue_id: IssueId,
     asked: ScheduleForm,
+    later: BackgroundTasks,
 ) -> Response:
     issue = _found(svc, issue_id, session)
     values = asked.values()
@@ -457,7 +458,7 @@ def schedule_issue(
         )
     audit.record(svc.engine, session.user.id, "scheduled", f"issue {issue_id}: {plan.sentence}")
     if plan.now:
-        queue.start_due_now(svc)
+        queue.start_due_now(svc, later)
     return views.see_other(f"/admin/issues/{issue_id}?done=scheduled")
 
 
