@@ -186,9 +186,16 @@ def test_the_session_cookie_and_the_headers_of_console_pages(
     assert page.headers["cache-control"] == "no-store"
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert "<script" not in page.text.replace('<script src="/admin/static/htmx.min.js" defer>', "")
-    js = browser.get("/admin/static/htmx.min.js")
-    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    scripts = re.findall(r"<script[^>]*>", page.text)  # only files of the site, none inline
+    assert scripts == [
+        '<script src="/admin/static/htmx.min.js" defer>',
+        '<script src="/admin/static/console.js" defer>',
+    ]
+    for name in ("htmx.min.js", "console.js"):
+        js = browser.get(f"/admin/static/{name}")
+        assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert browser.get("/admin/static/..%2Fauth.py").status_code == 404
+    assert browser.get("/admin/static/other.js").status_code == 404
     assert browser.get("/admin/console.css").headers["content-type"].startswith("text/css")
 
 

@@ -339,3 +339,44 @@ def test_in_a_browser_an_editor_schedules_now_and_watches_it_go(
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, f"the page is {width} px wide at 375 px"
         assert errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_schedule_form_starts_in_the_editors_own_time_zone(
+    sqlite_url: str, service_for: Callable[..., RunningService], browser: Browser
+) -> None:
+    """The browser's IANA zone (console.js) is the default; the sentence says the time
+    back in that zone and in UTC; without JavaScript the field says UTC."""
+    svc = service_for(sqlite_url)
+    issue_id = new_issue(svc, sqlite_url, 2)
+    add_user(svc, "eddie@example.com", Role.EDITOR)
+    context = browser.new_context(timezone_id="America/New_York")
+    try:
+        page = context.new_page()
+        page.goto(f"{svc.url}/admin/issues/{issue_id}")
+        page.fill("#email", "eddie@example.com")
+        page.fill("#password", PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"**/admin/issues/{issue_id}")
+        expect(page.get_by_label("Time zone")).to_have_value("America/New_York")
+        page.get_by_label("At a date and time").check()
+        page.get_by_label("Date", exact=True).fill("2099-07-04")
+        page.get_by_label("Time", exact=True).fill("08:30")
+        page.get_by_role("button", name="Review and schedule").click()
+        expect(page.locator("#sentence")).to_have_text(
+            "Sends Saturday 4 July 2099 at 08:30 New York time, 12:30 UTC."
+        )
+    finally:
+        context.close()
+    without = browser.new_context(java_script_enabled=False)
+    try:
+        page = without.new_page()
+        page.goto(f"{svc.url}/admin/sign-in?next=/admin/issues/{issue_id}")
+        page.fill("#email", "eddie@example.com")
+        page.fill("#password", PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"**/admin/issues/{issue_id}")
+        expect(page.get_by_label("Time zone")).to_have_value("UTC")
+    finally:
+        without.close()

@@ -47,9 +47,12 @@ STATIC = Path(__file__).resolve().parent / "static"
 files = APIRouter()
 
 
+SCRIPTS = ("htmx.min.js", "console.js")  # every file served from static/
+
+
 @functools.cache
-def _htmx() -> bytes:
-    return (STATIC / "htmx.min.js").read_bytes()
+def _script(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
 
 
 @files.get("/console.css")
@@ -58,10 +61,12 @@ def stylesheet(svc: Svc) -> Response:
     return Response(css, media_type="text/css", headers={"cache-control": "public, max-age=3600"})
 
 
-@files.get("/static/htmx.min.js")
-def htmx() -> Response:
+@files.get("/static/{name}")
+def script(name: str) -> Response:
+    if name not in SCRIPTS:
+        return Response(status_code=404)
     return Response(
-        _htmx(),
+        _script(name),
         media_type="text/javascript",
         headers={"cache-control": "public, max-age=86400"},
     )

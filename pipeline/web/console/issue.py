@@ -235,6 +235,8 @@ def _page(
         "events": issues.events(svc.engine, issue.id, limit=10),
         "audience": audience_words(issue),
         "time_zone": issue.time_zone or "UTC",
+        # Until the editor has typed one, console.js puts in the browser's own zone.
+        "zone_from_browser": "time_zone" not in extra,
         "max_test": testsend.MAX_ADDRESSES,
         "message": "",
         "error": "",
