@@ -215,6 +215,11 @@ def _progress(conn: Connection, row: Any) -> Progress:
             .group_by(db.batches.c.status)
         )
     }
+    return _totals(row, batches)
+
+
+def _totals(row: Any, batches: dict[str, int]) -> Progress:
+    """The progress from the issue's running totals and its batches by status."""
     done = row["sent"] + row["failed"] + row["skipped"]
     return Progress(
         recipients=row["recipients"],
@@ -248,11 +253,36 @@ def _issue(row: Any, refs: list[ArticleRef], progress: Progress) -> Issue:
 
 
 def list_issues(engine: Engine, statuses: Sequence[str] = ()) -> list[Issue]:
-    query = sa.select(db.issues.c.id).order_by(db.issues.c.id.desc())
+    """Every issue (or those in ``statuses``), newest first, each as ``get`` loads it.
+
+    Three queries whatever the number of issues: the issues, their articles, and their
+    batches counted by status (one query per issue would be hundreds per page)."""
+    i, a, b = db.issues.c, db.issue_articles.c, db.batches.c
+    query = sa.select(db.issues).order_by(i.id.desc())
+    chosen = sa.select(i.id)
     if statuses:
-        query = query.where(db.issues.c.status.in_(statuses))
+        query = query.where(i.status.in_(statuses))
+        chosen = chosen.where(i.status.in_(statuses))
     with engine.connect() as conn:
-        return [_load(conn, int(i)) for i in conn.scalars(query)]
+        rows = list(conn.execute(query).mappings())
+        refs: dict[int, list[ArticleRef]] = {int(r["id"]): [] for r in rows}
+        for issue_id, slug, full in conn.execute(
+            sa.select(a.issue_id, a.slug, a.full)
+            .where(a.issue_id.in_(chosen))
+            .order_by(a.issue_id, a.position)
+        ):
+            refs.setdefault(int(issue_id), []).append(ArticleRef(slug, full))
+        counts: dict[int, dict[str, int]] = {}
+        for issue_id, status, n in conn.execute(
+            sa.select(b.issue_id, b.status, sa.func.count())
+            .where(b.issue_id.in_(chosen))
+            .group_by(b.issue_id, b.status)
+        ):
+            counts.setdefault(int(issue_id), {})[status] = int(n)
+    return [
+        _issue(row, refs[int(row["id"])], _totals(row, counts.get(int(row["id"]), {})))
+        for row in rows
+    ]
 
 
 def _transition(

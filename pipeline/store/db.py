@@ -205,7 +205,8 @@ deliveries = sa.Table(
     sa.Column("feedback", sa.String(20)),
     sa.Column("feedback_at", UTCDateTime),
     sa.Index(None, "batch_id"),
-    sa.Index(None, "issue_id", "status"),
+    # With the feedback, an issue's report counts its deliveries from the index alone.
+    sa.Index(None, "issue_id", "status", "feedback"),
     sa.CheckConstraint(check("status", DeliveryStatus), name="status"),
 )
 
