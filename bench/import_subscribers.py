@@ -282,8 +282,11 @@ def versions(postgres: str | None) -> str:
 
         from pipeline.store import db
 
-        with db.engine(postgres).connect() as conn:
+        server = sa.make_url(db.normalise_url(postgres)).set(database="postgres")
+        probe = sa.create_engine(server, poolclass=sa.pool.NullPool)  # ours may not exist yet
+        with probe.connect() as conn:
             version = conn.execute(sa.text("SHOW server_version")).scalar_one()
+        probe.dispose()
         parts.append(f"PostgreSQL {version}")
     return ", ".join(parts)
 
