@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pipeline.statuses import SubscriberStatus
 from pipeline.store import db
 from pipeline.store.db import memberships, subscribers
 
@@ -127,6 +128,10 @@ def _compiled(statement: sa.Insert | sa.Update, dialect: sa.Dialect, order: Sequ
     return str(compiled)
 
 
+# 'active' written into the SQL, not a parameter: the statements' parameters are positional.
+ACTIVE_SQL: sa.ColumnClause[str] = sa.literal_column(f"'{SubscriberStatus.ACTIVE.value}'")
+
+
 class SqliteBulk(Bulk):
     """SQLite: the driver's executemany, a prepared statement stepped in C.
 
@@ -146,16 +151,25 @@ class SqliteBulk(Bulk):
             dialect,
             NEW_COLUMNS,
         )
+        # ``recipient`` as the database's trigger would set it (migration 0005): given in
+        # the INSERT, the trigger has nothing to correct, and SQLite no row to rewrite.
+        s = subscribers.c
+        gets = (
+            sa.select(sa.and_(s.status == ACTIVE_SQL, s.confirmed_at.is_not(None)))
+            .where(s.id == sa.bindparam("of"))
+            .scalar_subquery()
+        )
         self.membership_sql = _compiled(
             sqlite.insert(memberships)
             .values(
                 list_id=sa.bindparam("list_id"),
                 subscriber_id=sa.bindparam("subscriber_id"),
                 created_at=sa.bindparam("created_at"),
+                recipient=sa.func.coalesce(gets, sa.false()),
             )
             .on_conflict_do_nothing(),
             dialect,
-            ("list_id", "subscriber_id", "created_at"),
+            ("list_id", "subscriber_id", "created_at", "of"),
         )
         self.update_sql = _compiled(
             subscribers.update()
@@ -194,7 +208,7 @@ class SqliteBulk(Bulk):
         self, conn: sa.Connection, pairs: list[tuple[int, int]], now: datetime
     ) -> None:
         at = self.time(now)
-        conn.exec_driver_sql(self.membership_sql, [(lid, s, at) for s, lid in pairs])
+        conn.exec_driver_sql(self.membership_sql, [(lid, s, at, s) for s, lid in pairs])
 
     def update(self, conn: sa.Connection, values: list[tuple[Any, ...]], now: datetime) -> None:
         at = self.time(now)

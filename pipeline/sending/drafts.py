@@ -22,8 +22,8 @@ from pipeline.errors import ConfigError, NotFound
 from pipeline.people import audit
 from pipeline.sending import issues
 from pipeline.sending.issues import ArticleRef, IssueStateError
-from pipeline.sending.prepare import audience_filter
-from pipeline.statuses import IssueStatus, SubscriberStatus
+from pipeline.sending.prepare import recipients_now
+from pipeline.statuses import IssueStatus
 from pipeline.store import db
 
 MAX_LINE = 300  # the subject and preheader columns
@@ -149,17 +149,10 @@ def save(engine: Engine, issue_id: int, draft: Draft, catalog: Catalog, by: int 
 
 
 def recipients(engine: Engine, audience: Sequence[str]) -> int:
-    """How many subscribers the issue would be sent to if it started now: active and
-    confirmed members of the lists (everyone, with no list), as ``prepare`` counts
-    them, less those it would skip. Unknown list names count no one."""
+    """How many subscribers an issue to ``audience`` would go to if it started now
+    (``prepare.recipients_now``)."""
     with engine.connect() as conn:
-        where = audience_filter(conn, list(audience), db.now())
-        query = (
-            sa.select(sa.func.count())
-            .select_from(db.subscribers)
-            .where(where, db.subscribers.c.status == SubscriberStatus.ACTIVE)
-        )
-        return int(conn.execute(query).scalar_one())
+        return recipients_now(conn, audience)
 
 
 def audience_lists(engine: Engine) -> list[str]:

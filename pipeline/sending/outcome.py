@@ -12,9 +12,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pipeline.sending import issues
-from pipeline.sending.prepare import audience_filter
-from pipeline.statuses import BatchStatus, DeliveryStatus, SubscriberStatus
+from pipeline.sending import issues, prepare
+from pipeline.statuses import BatchStatus, DeliveryStatus
 from pipeline.store import db
 
 D = db.deliveries.c
@@ -66,35 +65,26 @@ def recipients_now(engine: Engine, issue_id: int) -> int:
     its lists (everyone if it names none), confirmed by now."""
     issue = issues.get(engine, issue_id)
     with engine.connect() as conn:
-        where = audience_filter(conn, issue.audience, db.now())
-        return int(
-            conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(db.subscribers)
-                .where(where, S.status == SubscriberStatus.ACTIVE)
-            )
-            or 0
-        )
+        return prepare.recipients_now(conn, issue.audience)
 
 
 def feedback(engine: Engine, issue_id: int) -> Feedback:
-    """The provider feedback on the issue's sent deliveries."""
+    """The provider feedback on the issue's sent deliveries: the counts the database's
+    triggers keep in ``issue_feedback``; those not heard of yet are the rest of ``sent``."""
+    f = db.issue_feedback.c
     with engine.connect() as conn:
         counts = {
-            kind: int(n)
-            for kind, n in conn.execute(
-                sa.select(D.feedback, sa.func.count())
-                .where(D.issue_id == issue_id, D.status == DeliveryStatus.SENT)
-                .group_by(D.feedback)
-            )
+            str(kind): int(n)
+            for kind, n in conn.execute(sa.select(f.kind, f.n).where(f.issue_id == issue_id))
         }
+        sent = int(conn.scalar(sa.select(db.issues.c.sent).where(db.issues.c.id == issue_id)) or 0)
     return Feedback(
         delivered=counts.get("delivered", 0),
         soft_bounced=counts.get("soft_bounce", 0),
         bounced=counts.get("bounced", 0),
         complained=counts.get("complained", 0),
         unsubscribed=counts.get("unsubscribed", 0),
-        unknown=counts.get(None, 0),
+        unknown=max(sent - sum(counts.values()), 0),
     )
 
 

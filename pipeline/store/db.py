@@ -4,12 +4,15 @@ SQLite (a file, the embedded default) or PostgreSQL (``DATABASE_URL=postgresql:/
 through SQLAlchemy Core: the hot paths are bulk statements, and Core keeps them bulk.
 The schema changes only through Alembic migrations (``pipeline/store/migrations``), applied
 by ``letterpress db upgrade``; a test checks the migrations build exactly these tables.
+Two counts are kept by triggers in the database (migration 0005): whether a membership's
+subscriber gets issues (``memberships.recipient``), and ``issue_feedback``.
 
     lists ──< memberships >── subscribers
     issues ──< issue_articles
            ──< snapshots        the email, frozen when the send starts
            ──< batches          subscriber-id ranges, claimed with a lease
            ──< deliveries       one row per recipient: queued, sent, failed, skipped
+           ──< issue_feedback   its deliveries' feedback, counted by triggers
            ──< issue_events     what operators should see (errors, pauses)
            ──< issue_links      the links an issue's email contains (click redirects)
            ──< clicks           one row per followed link
@@ -106,6 +109,7 @@ subscribers = sa.Table(
     # Soft bounces since the last delivery; past ``soft_bounce_limit`` the address bounces.
     sa.Column("soft_bounces", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint(check("status", SubscriberStatus), name="status"),
+    sa.Index(None, "status", "confirmed_at"),
 )
 
 memberships = sa.Table(
@@ -116,7 +120,11 @@ memberships = sa.Table(
         "subscriber_id", ID, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
     ),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # True while the subscriber is active and confirmed: kept so by the database's own
+    # triggers (migration 0005), so that a list's recipients are counted from an index.
+    sa.Column("recipient", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index(None, "subscriber_id"),
+    sa.Index(None, "list_id", "recipient", "subscriber_id"),
 )
 
 issues = sa.Table(
@@ -208,6 +216,17 @@ deliveries = sa.Table(
     # With the feedback, an issue's report counts its deliveries from the index alone.
     sa.Index(None, "issue_id", "status", "feedback"),
     sa.CheckConstraint(check("status", DeliveryStatus), name="status"),
+)
+
+# How many of an issue's sent deliveries the provider reported as each kind of feedback:
+# kept by the database's triggers on deliveries (migration 0005), so the report reads a
+# few rows. Deliveries with no feedback yet are the issue's ``sent`` less these.
+issue_feedback = sa.Table(
+    "issue_feedback",
+    metadata,
+    sa.Column("issue_id", ID, sa.ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("kind", sa.String(20), primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False, server_default="0"),
 )
 
 issue_events = sa.Table(

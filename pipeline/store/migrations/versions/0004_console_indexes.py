@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-12-09 10:12:41.502117
+Create Date: 2026-12-02 13:40:00
 """
 
 from __future__ import annotations
