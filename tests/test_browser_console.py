@@ -212,6 +212,28 @@ def axe_violations(page: Page, script: Path) -> list[str]:
     ]
 
 
+class AxeChecks:
+    """What axe-core finds on each page checked (``name@width``), plus any page that
+    scrolls sideways at its width; a full-page screenshot of each, in ``shots``."""
+
+    def __init__(self, script: Path, shots: Path) -> None:
+        self.script = script
+        self.shots = shots
+        self.found: dict[str, list[str]] = {}
+
+    def check(self, page: Page, name: str, width: int) -> None:
+        expect(page.locator("h1")).to_have_count(1)
+        key = f"{name}@{width}"
+        self.found[key] = axe_violations(page, self.script)
+        scroll = page.evaluate("() => document.documentElement.scrollWidth")
+        if scroll > width:
+            self.found[key].append(f"scrolls sideways: {scroll}px wide")
+        page.screenshot(path=self.shots / f"axe-{key}.png", full_page=True)
+
+    def problems(self) -> dict[str, list[str]]:
+        return {page: found for page, found in self.found.items() if found}
+
+
 def test_every_console_page_passes_axe_at_desktop_and_phone_widths(
     sqlite_url: str,
     service_for: Callable[..., RunningService],
@@ -231,17 +253,11 @@ def test_every_console_page_passes_axe_at_desktop_and_phone_widths(
     assert gone is not None
     users.disable(svc.engine, gone.id, by=None)  # a disabled card on the users page
 
-    found: dict[str, list[str]] = {}
+    axe = AxeChecks(script, tmp_path)
     for width in (1280, PHONE_WIDTH):
 
         def check(page: Page, name: str, width: int = width) -> None:
-            expect(page.locator("h1")).to_have_count(1)
-            key = f"{name}@{width}"
-            found[key] = axe_violations(page, script)
-            scroll = page.evaluate("() => document.documentElement.scrollWidth")
-            if scroll > width:
-                found[key].append(f"scrolls sideways: {scroll}px wide")
-            page.screenshot(path=tmp_path / f"axe-{key}.png", full_page=True)
+            axe.check(page, name, width)
 
         with csp_free_page(browser, width) as page:
             page.goto(svc.url + "/admin/sign-in")
@@ -293,6 +309,5 @@ def test_every_console_page_passes_axe_at_desktop_and_phone_widths(
             expect(page.get_by_role("heading", level=1)).to_have_text("You cannot manage users")
             check(page, "forbidden")
 
-    assert len(found) == 2 * 10
-    problems = [f"{page}: {v}" for page, vs in found.items() for v in vs]
-    assert not problems, "\n".join(problems)
+    assert len(axe.found) == 2 * 10
+    assert axe.problems() == {}

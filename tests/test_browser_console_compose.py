@@ -18,9 +18,9 @@ from tests.service import RunningService
 from tests.test_browser import browser, open_page
 from tests.test_browser_console import (
     PHONE_WIDTH,
+    AxeChecks,
     add_user,
     axe_script,
-    axe_violations,
     csp_free_page,
     looks_right,
     sign_in_by_keyboard,
@@ -92,7 +92,7 @@ def test_the_compose_pages_pass_axe_at_desktop_and_phone_widths(
     svc = service_for(sqlite_url, console_totp_roles=[])
     add_user(svc, "edna@example.com", Role.EDITOR, "Edna Editor")
     issues.create(svc.engine, subject="A draft", articles=[issues.ArticleRef(SEEDS[0], True)])
-    found: dict[str, list[str]] = {}
+    axe = AxeChecks(script, tmp_path)
     for width in (1280, PHONE_WIDTH):
         with csp_free_page(browser, width) as page:
             sign_in_by_keyboard(page, svc.url, "edna@example.com")
@@ -107,10 +107,6 @@ def test_the_compose_pages_pass_axe_at_desktop_and_phone_widths(
                 expect(page.locator("h1")).to_have_count(1)
                 if name == "edit":
                     expect(page.locator("#preview iframe")).to_have_count(2)
-                key = f"{name}@{width}"
-                found[key] = axe_violations(page, script)
-                scroll = page.evaluate("() => document.documentElement.scrollWidth")
-                if scroll > width:
-                    found[key].append(f"scrolls sideways: {scroll}px wide")
-                page.screenshot(path=tmp_path / f"axe-{key}.png", full_page=True)
-    assert {k: v for k, v in found.items() if v} == {}, found
+                axe.check(page, name, width)
+    assert len(axe.found) == 2 * 4
+    assert axe.problems() == {}

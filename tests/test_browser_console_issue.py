@@ -20,9 +20,9 @@ from tests.service import RunningService
 from tests.test_browser import browser
 from tests.test_browser_console import (
     PHONE_WIDTH,
+    AxeChecks,
     add_user,
     axe_script,
-    axe_violations,
     csp_free_page,
     sign_in_by_keyboard,
 )
@@ -63,17 +63,11 @@ def test_every_state_of_an_issue_page_passes_axe_at_both_widths(
     add_user(svc, "edna@example.com", Role.EDITOR, "Edna Editor")
     add_user(svc, "arthur@example.com", Role.AUTHOR, "Arthur Author")
     sent_id = a_sent_issue_with_trouble(svc, sqlite_url)
-    found: dict[str, list[str]] = {}
+    axe = AxeChecks(script, tmp_path)
     for width in (1280, PHONE_WIDTH):
 
         def check(page: Page, name: str, width: int = width) -> None:
-            expect(page.locator("h1")).to_have_count(1)
-            key = f"{name}@{width}"
-            found[key] = axe_violations(page, script)
-            scroll = page.evaluate("() => document.documentElement.scrollWidth")
-            if scroll > width:
-                found[key].append(f"scrolls sideways: {scroll}px wide")
-            page.screenshot(path=tmp_path / f"axe-{key}.png", full_page=True)
+            axe.check(page, name, width)
 
         draft_id = issues.create(
             svc.engine,
@@ -130,5 +124,5 @@ def test_every_state_of_an_issue_page_passes_axe_at_both_widths(
             page.goto(f"{svc.url}/admin/issues/{sent_id}")
             expect(page.locator("#reconcile-sent")).to_be_disabled()
             check(page, "report-author")
-    assert len(found) == 2 * 10
-    assert {k: v for k, v in found.items() if v} == {}, found
+    assert len(axe.found) == 2 * 10
+    assert axe.problems() == {}

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 from pipeline.audience import feedback
 from pipeline.audience.webhooks import Event
@@ -66,6 +66,15 @@ def send_due(svc: RunningService) -> list[int]:
     """What the beat and a worker do: start the due issues and send their batches."""
     parts = SendingParts(svc.settings)
     return parts.start_due(dispatcher_for(parts, None))
+
+
+def sign_in_to(page: Page, svc: RunningService, issue_id: int) -> None:
+    """Open the issue's page: the sign-in form first, as eddie, then back there."""
+    page.goto(f"{svc.url}/admin/issues/{issue_id}")
+    page.fill("#email", "eddie@example.com")
+    page.fill("#password", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/admin/issues/{issue_id}")
 
 
 def figure(html: str, name: str) -> str:
@@ -320,11 +329,7 @@ def test_in_a_browser_an_editor_schedules_now_and_watches_it_go(
     with open_page(browser, width=375) as page:
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{svc.url}/admin/issues/{issue_id}")
-        page.fill("#email", "eddie@example.com")
-        page.fill("#password", PASSWORD)
-        page.keyboard.press("Enter")
-        page.wait_for_url(f"**/admin/issues/{issue_id}")
+        sign_in_to(page, svc, issue_id)
         page.get_by_label("Now").check()
         page.get_by_role("button", name="Review and schedule").click()
         expect(page.locator("#recipients")).to_have_text("It goes to 3 subscribers: the list main.")
@@ -354,11 +359,7 @@ def test_the_schedule_form_starts_in_the_editors_own_time_zone(
     context = browser.new_context(timezone_id="America/New_York")
     try:
         page = context.new_page()
-        page.goto(f"{svc.url}/admin/issues/{issue_id}")
-        page.fill("#email", "eddie@example.com")
-        page.fill("#password", PASSWORD)
-        page.keyboard.press("Enter")
-        page.wait_for_url(f"**/admin/issues/{issue_id}")
+        sign_in_to(page, svc, issue_id)
         expect(page.get_by_label("Time zone")).to_have_value("America/New_York")
         page.get_by_label("At a date and time").check()
         page.get_by_label("Date", exact=True).fill("2099-07-04")
@@ -372,11 +373,7 @@ def test_the_schedule_form_starts_in_the_editors_own_time_zone(
     without = browser.new_context(java_script_enabled=False)
     try:
         page = without.new_page()
-        page.goto(f"{svc.url}/admin/sign-in?next=/admin/issues/{issue_id}")
-        page.fill("#email", "eddie@example.com")
-        page.fill("#password", PASSWORD)
-        page.keyboard.press("Enter")
-        page.wait_for_url(f"**/admin/issues/{issue_id}")
+        sign_in_to(page, svc, issue_id)
         expect(page.get_by_label("Time zone")).to_have_value("UTC")
     finally:
         without.close()
