@@ -227,6 +227,19 @@ def test_the_reports_feedback_follows_the_webhooks_and_every_change_to_deliverie
             sa.update(db.issues).where(db.issues.c.id == issue_id).values(sent=db.issues.c.sent - 1)
         )
     assert reported(engine, issue_id) == heard(engine, issue_id)
+    with engine.begin() as conn:  # one statement for many rows: every count moves at once
+        conn.execute(
+            sa.update(db.deliveries)
+            .where(d.issue_id == issue_id, d.subscriber_id > 20)
+            .values(feedback="delivered")
+        )
+        conn.execute(
+            sa.update(db.deliveries)
+            .where(d.issue_id == issue_id, d.feedback == "complained")
+            .values(feedback="bounced")
+        )
+    assert reported(engine, issue_id) == heard(engine, issue_id)
+    assert reported(engine, issue_id)["unknown"] == 0
     with engine.begin() as conn:
         conn.execute(sa.delete(db.issues).where(db.issues.c.id == issue_id))
         left = conn.scalar(sa.select(sa.func.count()).select_from(db.issue_feedback))

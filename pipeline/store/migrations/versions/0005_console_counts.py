@@ -8,6 +8,8 @@ Two figures the console shows would otherwise count a million rows per page:
   member; ``ix_subscribers_status_confirmed_at`` does the same for an issue to everyone.
 - ``issue_feedback`` holds, per issue and kind, how many of its sent deliveries the
   provider reported as delivered, bounced and so on.
+- Clicks are indexed on (issue, position, subscriber, engaged), so a report counts them
+  per link from the index alone.
 
 Triggers in the database keep both true, whatever writes the rows (the product, an
 import, SQL by hand). They fire only on the rows that matter: a subscriber whose
@@ -88,6 +90,22 @@ SQLITE = [
     """,
 ]
 
+# The changes to add to ``issue_feedback`` (rows of issue_id, feedback, d), summed per
+# count; only for issues that still exist (an issue's deletion removes its counts too).
+_ADD = """
+            INSERT INTO issue_feedback (issue_id, kind, n)
+            SELECT c.issue_id, c.feedback, sum(c.d) FROM ({rows}) AS c
+            JOIN issues AS i ON i.id = c.issue_id
+            GROUP BY c.issue_id, c.feedback HAVING sum(c.d) <> 0
+            ON CONFLICT (issue_id, kind) DO UPDATE SET n = issue_feedback.n + EXCLUDED.n;"""
+_ADDED = f"SELECT issue_id, feedback, 1 AS d FROM added WHERE {HEARD.format(row='added')}"
+_REMOVED = f"SELECT issue_id, feedback, -1 FROM removed WHERE {HEARD.format(row='removed')}"
+_TAKE = f"""
+            UPDATE issue_feedback AS f SET n = f.n - c.d
+            FROM (SELECT issue_id, feedback, count(*) AS d FROM removed
+                  WHERE {HEARD.format(row="removed")} GROUP BY issue_id, feedback) AS c
+            WHERE f.issue_id = c.issue_id AND f.kind = c.feedback;"""
+
 POSTGRESQL = [
     f"""
     CREATE FUNCTION letterpress_membership_recipient() RETURNS trigger AS $$
@@ -118,34 +136,39 @@ POSTGRESQL = [
     WHEN ({GETS.format(row="OLD")} IS DISTINCT FROM {GETS.format(row="NEW")})
     EXECUTE FUNCTION letterpress_subscriber_recipient()
     """,
-    f"""
-    CREATE FUNCTION letterpress_delivery_feedback() RETURNS trigger AS $$
-    BEGIN
-        IF TG_OP <> 'INSERT' AND {HEARD.format(row="OLD")} THEN
-            UPDATE issue_feedback SET n = n - 1
-            WHERE issue_id = OLD.issue_id AND kind = OLD.feedback;
-        END IF;
-        IF TG_OP <> 'DELETE' AND {HEARD.format(row="NEW")} THEN
-            INSERT INTO issue_feedback (issue_id, kind, n) VALUES (NEW.issue_id, NEW.feedback, 1)
-            ON CONFLICT (issue_id, kind) DO UPDATE SET n = issue_feedback.n + 1;
-        END IF;
-        RETURN NULL;
-    END
-    $$ LANGUAGE plpgsql
+    # Deliveries: once per statement, over the rows it changed (transition tables), so a
+    # statement that changes many deliveries of one issue (a provider's batch of events)
+    # updates each count once. Per row, PostgreSQL would write one issue's count again
+    # for every row, each a new version of it to step over.
+    *(
+        f"""
+        CREATE FUNCTION letterpress_deliveries_feedback_{op}() RETURNS trigger AS $$
+        BEGIN
+            {body}
+            RETURN NULL;
+        END
+        $$ LANGUAGE plpgsql
+        """
+        for op, body in (
+            ("insert", _ADD.format(rows=_ADDED)),
+            ("update", _ADD.format(rows=f"{_ADDED} UNION ALL {_REMOVED}")),
+            ("delete", _TAKE),
+        )
+    ),
+    """
+    CREATE TRIGGER deliveries_feedback_on_insert AFTER INSERT ON deliveries
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION letterpress_deliveries_feedback_insert()
     """,
-    f"""
-    CREATE TRIGGER deliveries_feedback_on_insert AFTER INSERT ON deliveries FOR EACH ROW
-    WHEN {HEARD.format(row="NEW")} EXECUTE FUNCTION letterpress_delivery_feedback()
+    """
+    CREATE TRIGGER deliveries_feedback_on_update AFTER UPDATE ON deliveries
+    REFERENCING OLD TABLE AS removed NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION letterpress_deliveries_feedback_update()
     """,
-    f"""
-    CREATE TRIGGER deliveries_feedback_on_update AFTER UPDATE OF status, feedback
-    ON deliveries FOR EACH ROW
-    WHEN ({HEARD.format(row="OLD")} OR {HEARD.format(row="NEW")})
-    EXECUTE FUNCTION letterpress_delivery_feedback()
-    """,
-    f"""
-    CREATE TRIGGER deliveries_feedback_on_delete AFTER DELETE ON deliveries FOR EACH ROW
-    WHEN {HEARD.format(row="OLD")} EXECUTE FUNCTION letterpress_delivery_feedback()
+    """
+    CREATE TRIGGER deliveries_feedback_on_delete AFTER DELETE ON deliveries
+    REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE FUNCTION letterpress_deliveries_feedback_delete()
     """,
 ]
 
@@ -161,7 +184,9 @@ TRIGGERS = {
 FUNCTIONS = [
     "letterpress_membership_recipient",
     "letterpress_subscriber_recipient",
-    "letterpress_delivery_feedback",
+    "letterpress_deliveries_feedback_insert",
+    "letterpress_deliveries_feedback_update",
+    "letterpress_deliveries_feedback_delete",
 ]
 
 
@@ -220,11 +245,22 @@ def upgrade() -> None:
         ["status", "confirmed_at"],
         unique=False,
     )
+    op.create_index(
+        op.f("ix_clicks_issue_id_position_subscriber_id_engaged"),
+        "clicks",
+        ["issue_id", "position", "subscriber_id", "engaged"],
+        unique=False,
+    )
+    op.drop_index(op.f("ix_clicks_issue_id_position"), table_name="clicks")
     create_triggers()
 
 
 def downgrade() -> None:
     drop_triggers()
+    op.create_index(
+        op.f("ix_clicks_issue_id_position"), "clicks", ["issue_id", "position"], unique=False
+    )
+    op.drop_index(op.f("ix_clicks_issue_id_position_subscriber_id_engaged"), table_name="clicks")
     op.drop_index(op.f("ix_subscribers_status_confirmed_at"), table_name="subscribers")
     op.drop_index(op.f("ix_memberships_list_id_recipient_subscriber_id"), table_name="memberships")
     with op.batch_alter_table("memberships", schema=None) as batch_op:
