@@ -123,7 +123,7 @@ def article_clicks(engine: Engine, issue_id: int) -> list[ArticleClicks]:
     query = (
         sa.select(
             k.slug,
-            sa.func.count(c.id).label("clicks"),
+            sa.func.count(c.subscriber_id).label("clicks"),
             sa.func.count(sa.distinct(c.subscriber_id)).label("subscribers"),
         )
         .select_from(
@@ -133,7 +133,7 @@ def article_clicks(engine: Engine, issue_id: int) -> list[ArticleClicks]:
         )
         .where(k.issue_id == issue_id, k.slug.is_not(None))
         .group_by(k.slug)
-        .order_by(sa.func.count(c.id).desc(), k.slug)
+        .order_by(sa.func.count(c.subscriber_id).desc(), k.slug)
     )
     with engine.connect() as conn:
         return [

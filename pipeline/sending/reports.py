@@ -32,6 +32,8 @@ class ClickReport:
 
 def clicks(engine: Engine, issue_id: int) -> ClickReport:
     """The clicks on the issue's links; ``NotFound`` when there is no such issue."""
+    # Every count reads columns of the clicks index on (issue_id, position, subscriber_id,
+    # engaged), never the id, so PostgreSQL counts from the index alone.
     c, k = db.clicks.c, db.issue_links.c
     engaged = sa.func.coalesce(sa.func.sum(sa.case((c.engaged, 1), else_=0)), 0)
     with engine.connect() as conn:
@@ -42,7 +44,7 @@ def clicks(engine: Engine, issue_id: int) -> ClickReport:
                 k.position,
                 k.url,
                 k.slug,
-                sa.func.count(c.id).label("clicks"),
+                sa.func.count(c.subscriber_id).label("clicks"),
                 engaged.label("engaged"),
                 sa.func.count(sa.distinct(c.subscriber_id)).label("subscribers"),
             )
@@ -57,7 +59,7 @@ def clicks(engine: Engine, issue_id: int) -> ClickReport:
         ).all()
         total = conn.execute(
             sa.select(
-                sa.func.count(c.id),
+                sa.func.count(c.subscriber_id),
                 engaged,
                 sa.func.count(sa.distinct(c.subscriber_id)),
             ).where(c.issue_id == issue_id)

@@ -18,6 +18,7 @@ template ``compose.html`` (``Vary: HX-Request``).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
@@ -128,6 +129,9 @@ def _preview_context(
     return {"proof": shown, "token": token}
 
 
+COUNTS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="console-count")
+
+
 def _compose(
     svc: Service,
     request: Request,
@@ -140,6 +144,10 @@ def _compose(
     message: str = "",
 ) -> HTMLResponse:
     picked = {r.slug for r in draft.articles}
+    # The count reads an index of up to a million entries: it runs while the preview
+    # renders (the database, or SQLite's C code, does not hold the interpreter).
+    counting = COUNTS.submit(drafts.recipients, svc.engine, draft.audience)
+    preview = _preview_context(svc, session, catalog, draft, issue_id)
     response = views.page(
         svc,
         request,
@@ -153,10 +161,10 @@ def _compose(
         catalog=catalog,
         addable=[a for a in catalog.published() if a.slug not in picked],
         lists=sorted({*drafts.audience_lists(svc.engine), *draft.audience}),
-        recipients=drafts.recipients(svc.engine, draft.audience),
+        recipients=counting.result(),
         error=error,
         message=message,
-        **_preview_context(svc, session, catalog, draft, issue_id),
+        **preview,
     )
     response.headers["content-security-policy"] = COMPOSE_CSP
     return response
