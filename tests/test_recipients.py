@@ -51,8 +51,9 @@ def check(engine: sa.Engine, step: str) -> dict[str, int]:
             sa.select(m.list_id, m.subscriber_id, m.recipient, s.status, s.confirmed_at)
             .join(db.subscribers, s.id == m.subscriber_id)
             .where(
-                m.recipient
-                != sa.and_(s.status == SubscriberStatus.ACTIVE, s.confirmed_at.is_not(None))
+                m.recipient.is_distinct_from(
+                    sa.and_(s.status == SubscriberStatus.ACTIVE, s.confirmed_at.is_not(None))
+                )
             )
         ).all()
         assert wrong == [], f"after {step}: memberships whose flag is wrong: {wrong}"

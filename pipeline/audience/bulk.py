@@ -151,8 +151,8 @@ class SqliteBulk(Bulk):
             dialect,
             NEW_COLUMNS,
         )
-        # ``recipient`` as the database's trigger would set it (migration 0005): given in
-        # the INSERT, the trigger has nothing to correct, and SQLite no row to rewrite.
+        # ``recipient`` as the database's trigger would work it out (migration 0005):
+        # given in the INSERT, from the same definition, no trigger runs for the row.
         s = subscribers.c
         gets = (
             sa.select(sa.and_(s.status == ACTIVE_SQL, s.confirmed_at.is_not(None)))
@@ -263,14 +263,21 @@ class PostgresBulk(Bulk):
             .on_conflict_do_nothing(index_elements=["email"])
             .returning(subscribers.c.email, subscribers.c.id)
         )
+        s, new = subscribers.c, _new_memberships.c
         self.insert_memberships = (
             postgresql.insert(memberships)
             .from_select(
-                ["subscriber_id", "list_id", "created_at"],
+                ["subscriber_id", "list_id", "created_at", "recipient"],
                 sa.select(
-                    _new_memberships.c.subscriber_id,
-                    _new_memberships.c.list_id,
+                    new.subscriber_id,
+                    new.list_id,
                     sa.bindparam("now", type_=db.UTCDateTime()),
+                    # as the trigger would work it out (migration 0005), so none runs
+                    sa.func.coalesce(
+                        sa.and_(s.status == ACTIVE_SQL, s.confirmed_at.is_not(None)), sa.false()
+                    ),
+                ).select_from(
+                    _new_memberships.outerjoin(db.subscribers, s.id == new.subscriber_id)
                 ),
             )
             .on_conflict_do_nothing()

@@ -122,7 +122,8 @@ memberships = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     # True while the subscriber is active and confirmed: kept so by the database's own
     # triggers (migration 0005), so that a list's recipients are counted from an index.
-    sa.Column("recipient", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Left out of an INSERT (NULL), the trigger works it out; the bulk import gives it.
+    sa.Column("recipient", sa.Boolean),
     sa.Index(None, "subscriber_id"),
     sa.Index(None, "list_id", "recipient", "subscriber_id"),
 )

@@ -14,7 +14,11 @@ Two figures the console shows would otherwise count a million rows per page:
 Triggers in the database keep both true, whatever writes the rows (the product, an
 import, SQL by hand). They fire only on the rows that matter: a subscriber whose
 active-and-confirmed state changes, a new membership, a sent delivery whose feedback
-changes. SQLite drops a table's triggers when a later migration rebuilds the table
+changes. A new membership's ``recipient`` is left out (NULL) for the trigger to work
+out; the bulk import gives it in the same statement, from the same definition, so a
+million memberships cost no trigger calls.
+
+SQLite drops a table's triggers when a later migration rebuilds the table
 (``batch_alter_table``): such a migration must create them again (``create_triggers``).
 
 Revision ID: 0005
@@ -36,8 +40,7 @@ depends_on = None
 GETS = "({row}.status = 'active' AND {row}.confirmed_at IS NOT NULL)"
 HEARD = "({row}.status = 'sent' AND {row}.feedback IS NOT NULL)"
 
-# Whether subscriber ``id`` gets issues, as a value (SQLite: 0 or 1). A writer that puts
-# this in its INSERT (the bulk import does) spares SQLite the trigger's UPDATE.
+# Whether subscriber ``id`` gets issues, as a value (SQLite: 0 or 1).
 RECIPIENT_SQLITE = (
     "coalesce((SELECT " + GETS.format(row="s") + " FROM subscribers AS s WHERE s.id = {id}), 0)"
 )
@@ -45,9 +48,9 @@ RECIPIENT_SQLITE = (
 SQLITE = [
     f"""
     CREATE TRIGGER memberships_recipient_on_insert AFTER INSERT ON memberships
-    WHEN NEW.recipient IS NOT {RECIPIENT_SQLITE.format(id="NEW.subscriber_id")}
+    WHEN NEW.recipient IS NULL
     BEGIN
-        UPDATE memberships SET recipient = NOT NEW.recipient
+        UPDATE memberships SET recipient = {RECIPIENT_SQLITE.format(id="NEW.subscriber_id")}
         WHERE list_id = NEW.list_id AND subscriber_id = NEW.subscriber_id;
     END
     """,
@@ -119,7 +122,8 @@ POSTGRESQL = [
     """,
     """
     CREATE TRIGGER memberships_recipient_on_insert BEFORE INSERT ON memberships
-    FOR EACH ROW EXECUTE FUNCTION letterpress_membership_recipient()
+    FOR EACH ROW WHEN (NEW.recipient IS NULL)
+    EXECUTE FUNCTION letterpress_membership_recipient()
     """,
     f"""
     CREATE FUNCTION letterpress_subscriber_recipient() RETURNS trigger AS $$
@@ -227,7 +231,7 @@ def upgrade() -> None:
     )
     op.add_column(
         "memberships",
-        sa.Column("recipient", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("recipient", sa.Boolean(), nullable=True),
     )
     op.execute(
         "UPDATE memberships SET recipient = EXISTS (SELECT 1 FROM subscribers AS s"
