@@ -319,12 +319,12 @@ def test_the_progress_fragment_and_the_report_follow_the_send(
 @pytest.mark.slow
 @pytest.mark.browser
 def test_in_a_browser_an_editor_schedules_now_and_watches_it_go(
-    database_url: str, service_for: Callable[..., RunningService], browser: Browser
+    sqlite_url: str, service_for: Callable[..., RunningService], browser: Browser
 ) -> None:
     """At phone width: the confirmation, then the progress updating itself to "sent"
     with no reload of the page (htmx asks for the fragment every 2 seconds)."""
-    svc = service_for(database_url)
-    issue_id = new_issue(svc, database_url, 3)
+    svc = service_for(sqlite_url)
+    issue_id = new_issue(svc, sqlite_url, 3)
     add_user(svc, "eddie@example.com", Role.EDITOR)
     with open_page(browser, width=375) as page:
         errors: list[str] = []

@@ -11,7 +11,7 @@ Two figures the console shows would otherwise count a million rows per page:
 - Clicks are indexed on (issue, position, subscriber, engaged), so a report counts them
   per link from the index alone.
 
-Triggers in the database keep both true, whatever writes the rows (the product, an
+Triggers in the database keep the two figures true, whatever writes the rows (the product, an
 import, SQL by hand). They fire only on the rows that matter: a subscriber whose
 active-and-confirmed state changes, a new membership, a sent delivery whose feedback
 changes. A new membership's ``recipient`` is left out (NULL) for the trigger to work
