@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import sqlite3
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -46,3 +49,32 @@ def percentile(values: list[float], q: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def machine(postgres: str | None) -> str:
+    """CPUs, Python, SQLite and, given a URL on the server, PostgreSQL's version (asked of
+    the server's ``postgres`` database: the benchmark's own may not exist yet)."""
+    parts = [f"{os.cpu_count()} CPUs", f"Python {sys.version.split()[0]}"]
+    parts.append(f"SQLite {sqlite3.sqlite_version}")
+    if postgres:
+        import sqlalchemy as sa
+
+        from pipeline.store import db
+
+        server = sa.make_url(db.normalise_url(postgres)).set(database="postgres")
+        probe = sa.create_engine(server, poolclass=sa.pool.NullPool)
+        try:
+            with probe.connect() as conn:
+                parts.append(f"PostgreSQL {conn.scalar(sa.text('SHOW server_version'))}")
+        except sa.exc.OperationalError as exc:
+            sys.exit(f"PostgreSQL is not reachable at {postgres}: {exc.orig}")
+        finally:
+            probe.dispose()
+    return ", ".join(parts)

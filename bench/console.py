@@ -41,8 +41,6 @@ import os
 import re
 import shutil
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -53,7 +51,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from benchutil import clean_env, code_version, median, percentile
+from benchutil import clean_env, code_version, free_port, machine, median, percentile
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -575,12 +573,6 @@ def check(url: str, seeded: Seeded) -> list[str]:
 # -- the service ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Server:
     """``python -m workers serve --workers 1`` in a process group of its own."""
 
@@ -884,18 +876,7 @@ def bench_database(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def versions(kinds: list[str], server: str) -> str:
-    parts = [f"{os.cpu_count()} CPUs", f"Python {sys.version.split()[0]}"]
-    parts.append(f"SQLite {sqlite3.sqlite_version}")
-    if "postgresql" in kinds:
-        admin = sa.create_engine(sa.make_url(db.normalise_url(server)), poolclass=sa.pool.NullPool)
-        try:
-            with admin.connect() as conn:
-                parts.append(f"PostgreSQL {conn.scalar(sa.text('SHOW server_version'))}")
-        except sa.exc.OperationalError as exc:
-            sys.exit(f"PostgreSQL is not reachable at {server}: {exc.orig}")
-        finally:
-            admin.dispose()
-    return ", ".join(parts)
+    return machine(server if "postgresql" in kinds else None)
 
 
 def main(argv: list[str] | None = None) -> int:

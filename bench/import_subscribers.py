@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchutil import clean_env, code_version, median
+from benchutil import clean_env, code_version, machine, median
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -272,25 +272,6 @@ def cpu(timing: dict[str, Any]) -> str:
     return f"CPU s: {', '.join(parts)}; load {before:.1f}->{after:.1f}"
 
 
-def versions(postgres: str | None) -> str:
-    import sqlite3
-
-    parts = [f"{os.cpu_count()} CPUs", f"Python {sys.version.split()[0]}"]
-    parts.append(f"SQLite {sqlite3.sqlite_version}")
-    if postgres:
-        import sqlalchemy as sa
-
-        from pipeline.store import db
-
-        server = sa.make_url(db.normalise_url(postgres)).set(database="postgres")
-        probe = sa.create_engine(server, poolclass=sa.pool.NullPool)  # ours may not exist yet
-        with probe.connect() as conn:
-            version = conn.execute(sa.text("SHOW server_version")).scalar_one()
-        probe.dispose()
-        parts.append(f"PostgreSQL {version}")
-    return ", ".join(parts)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Subscriber CSV import, 1,000,000 rows.")
     parser.add_argument("-n", type=int, default=1_000_000, help="rows in the file (1000000)")
@@ -325,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         f" ({path.relative_to(ROOT)}, generated in {made:.1f} s), {len(bad)} planted bad rows"
         " and 1 empty row"
     )
-    print(f"measured: {code_version()}; {versions(postgres)}")
+    print(f"measured: {code_version()}; {machine(postgres)}")
     print(f"rounds: {args.rounds} per database, each a fresh process and an empty database")
     print(
         "CPU s: seconds of CPU used by the importing process, its validating workers and the"

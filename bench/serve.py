@@ -47,8 +47,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -59,7 +57,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from benchutil import clean_env, code_version, median
+from benchutil import clean_env, code_version, free_port, machine, median
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -392,12 +390,6 @@ def token_files(
 
 
 # -- the server -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Server:
@@ -1007,19 +999,7 @@ def profile_database(kind: str, args: argparse.Namespace, run_dir: Path) -> None
 
 
 def versions(kinds: list[str], postgres: str) -> str:
-    parts = [f"{os.cpu_count()} CPUs", f"Python {sys.version.split()[0]}"]
-    parts.append(f"SQLite {sqlite3.sqlite_version}")
-    if "postgresql" in kinds:
-        try:
-            admin = sa.create_engine(
-                sa.make_url(db.normalise_url(postgres)).set(database="postgres"),
-                poolclass=sa.pool.NullPool,
-            )
-            with admin.connect() as conn:
-                parts.append(f"PostgreSQL {conn.scalar(sa.text('SHOW server_version'))}")
-            admin.dispose()
-        except sa.exc.OperationalError as exc:
-            sys.exit(f"PostgreSQL is not reachable at {postgres}: {exc.orig}")
+    parts = [machine(postgres if "postgresql" in kinds else None)]
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     parts.append((wrk.stdout or wrk.stderr).split(" [")[0].strip())
     return ", ".join(parts)
