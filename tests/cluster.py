@@ -86,6 +86,11 @@ class Double:
         result: dict[str, int] = self._call("/_double/recipients")
         return result
 
+    def messages(self) -> dict[str, list[dict[str, Any]]]:
+        """What each address received (``--keep-messages``): sender, subject, text, html."""
+        result: dict[str, list[dict[str, Any]]] = self._call("/_double/messages")
+        return result
+
     def faults(self, *faults: dict[str, Any], seed: int | None = None) -> None:
         """Replace the injected faults (none: behave); see ``letterpress_testing.faults.Fault``."""
         self._call("/_double/faults", {"faults": list(faults), "seed": seed})

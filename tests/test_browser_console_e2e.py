@@ -22,24 +22,22 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, expect
 
 from pipeline.people import audit, users
 from pipeline.sending import issues
-from pipeline.store import db
 from tests.cluster import SENDGRID_KEY, Cluster, Double, seed_subscribers, wait_for
 from tests.conftest import CONTENT
 from tests.service import SECRET, RunningService, running_service
 from tests.test_browser import browser, open_page
 from tests.test_browser_console import PASSWORD, sign_in_by_keyboard
+from tests.test_console import age_sessions
 from tests.test_service import BROWSER
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -146,11 +144,6 @@ def compose(page: Page, subject: str, intro: str) -> int:
     return int(found.group(1))
 
 
-def kept_messages(cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
-    kept: dict[str, list[dict[str, Any]]] = cluster.double._call("/_double/messages")
-    return kept
-
-
 @contextmanager
 def another_site(target: str) -> Iterator[str]:
     """A page on another origin (another loopback port) whose form posts to ``target``
@@ -228,7 +221,7 @@ def test_an_issue_from_compose_to_clicks_with_real_workers(
         expect(page.locator(".result")).to_contain_text(
             f"Sent “[TEST] {SUBJECT}” through sendgrid to proofreader@example.net"
         )
-        tests = kept_messages(cluster)
+        tests = cluster.double.messages()
         assert sorted(tests) == ["editor.home@example.org", "proofreader@example.net"]
         assert all(m["subject"] == f"[TEST] {SUBJECT}" for ms in tests.values() for m in ms)
 
@@ -259,7 +252,7 @@ def test_an_issue_from_compose_to_clicks_with_real_workers(
         assert cluster.deliveries(issue_id) == {"sent": READERS}
 
         # Readers click links from the messages the provider was sent.
-        kept = kept_messages(cluster)
+        kept = cluster.double.messages()
         readers = sorted(a for a in kept if a.startswith("reader"))
         assert len(readers) == READERS and all(len(kept[a]) == 1 for a in readers)
         links = {
@@ -321,12 +314,7 @@ def test_an_issue_from_compose_to_clicks_with_real_workers(
         assert len(audit.recent(svc.engine, limit=1000)) == before
 
         # A session that ended: the next click asks to sign in again, then comes back.
-        with svc.engine.begin() as conn:
-            conn.execute(
-                sa.update(db.console_sessions).values(
-                    seen_at=db.now() - timedelta(minutes=svc.settings.console_idle_minutes + 2)
-                )
-            )
+        age_sessions(svc)
         page.get_by_role("navigation", name="Console").get_by_role("link", name="Articles").click()
         expect(page).to_have_url(re.compile(r"/admin/sign-in\?next=/admin/articles&out=ended$"))
         expect(page.get_by_role("status")).to_have_text(

@@ -94,6 +94,13 @@ class Console:
         return self
 
 
+def age_sessions(svc: RunningService) -> None:
+    """Every console session, as if unused for longer than the idle time."""
+    idle = timedelta(minutes=svc.settings.console_idle_minutes + 1)
+    with svc.engine.begin() as conn:
+        conn.execute(sa.update(db.console_sessions).values(seen_at=db.now() - idle))
+
+
 def text_of(html: str, pattern: str) -> list[str]:
     return [re.sub(r"<[^>]+>", "", m).strip() for m in re.findall(pattern, html, re.S)]
 
@@ -588,9 +595,7 @@ def test_a_form_sent_after_the_session_ended_signs_in_again_and_comes_back(
     add_user(svc, "olive@example.com", Role.OWNER)
     browser = Console(svc).signed_in("olive@example.com")
     browser.get("/admin/users")
-    with svc.engine.begin() as conn:  # unused for longer than the idle time
-        idle = timedelta(minutes=svc.settings.console_idle_minutes + 1)
-        conn.execute(sa.update(db.console_sessions).values(seen_at=db.now() - idle))
+    age_sessions(svc)
     form = {"email": "new@example.com", "role": "viewer", "password": PASSWORD}
     sent = browser.post("/admin/users", form, headers={"Referer": svc.url + "/admin/users"})
     assert (sent.status_code, sent.headers["location"]) == (
@@ -600,8 +605,7 @@ def test_a_form_sent_after_the_session_ended_signs_in_again_and_comes_back(
     assert emails(svc) == ["olive@example.com"]
     # Only a page of the console is where anyone is sent back to.
     browser = Console(svc).signed_in("olive@example.com")
-    with svc.engine.begin() as conn:
-        conn.execute(sa.update(db.console_sessions).values(seen_at=db.now() - idle))
+    age_sessions(svc)
     sent = browser.post("/admin/users", form, headers={"Referer": "https://evil.example/win"})
     assert sent.headers["location"] == "/admin/sign-in?out=ended"
 
@@ -644,7 +648,8 @@ def test_a_role_that_must_use_two_factor_sign_in_sets_it_up_then_signs_in_with_a
         guess = elsewhere.post("/admin/totp", {"secret": key, "code": code, "password": password})
         assert guess.status_code == 400, guess.text
         assert alerts(guess) == ["Wrong password: type the password you sign in with."]
-    assert not users.get(svc.engine, users.by_email(svc.engine, "edna@example.com").id).totp
+    edna = users.by_email(svc.engine, "edna@example.com")
+    assert edna is not None and not edna.totp
     on = editor.post("/admin/totp", {"secret": key, "code": code, "password": PASSWORD})
     assert (on.status_code, on.headers["location"]) == (303, "/admin/totp?on=1")
     assert editor.get("/admin/").status_code == 200
