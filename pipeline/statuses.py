@@ -52,6 +52,7 @@ class Role(StrEnum):
     EDITOR = "editor"  # everything with issues: compose, test, schedule, steer
     AUTHOR = "author"  # compose and test issues
     VIEWER = "viewer"  # read only
+    OPERATOR = "operator"  # runs the sending: watch, pause, resume, retry, reconcile, subscribers
 
 
 def check(column: str, states: type[StrEnum]) -> str:

@@ -138,10 +138,21 @@ def test_set_password(engine: Engine) -> None:
 # -- roles ----------------------------------------------------------------------------------
 
 MATRIX = {
-    Role.OWNER: {"read", "compose", "test", "schedule", "steer", "manage_users"},
+    Role.OWNER: {
+        "read",
+        "compose",
+        "test",
+        "schedule",
+        "steer",
+        "watch",
+        "reconcile",
+        "subscribers",
+        "manage_users",
+    },
     Role.EDITOR: {"read", "compose", "test", "schedule", "steer"},
     Role.AUTHOR: {"read", "compose", "test"},
     Role.VIEWER: {"read"},
+    Role.OPERATOR: {"read", "steer", "watch", "reconcile", "subscribers"},
 }
 
 
@@ -156,7 +167,8 @@ def test_what_each_role_may_do(role: Role, action: Action) -> None:
 
 def test_the_role_table_has_every_role_and_action() -> None:
     assert [a.value for a in Action] == [
-        "read", "compose", "test", "schedule", "steer", "manage_users"
+        "read", "compose", "test", "schedule", "steer", "watch", "reconcile", "subscribers",
+        "manage_users",
     ]  # fmt: skip
     assert {r: {a.value for a in actions} for r, actions in ALLOWED.items()} == MATRIX
     assert not can("admin", Action.READ)

@@ -1,11 +1,14 @@
 """What each role may do in the editors' console, and why a control is disabled.
 
-    action         owner  editor  author  viewer
-    read             ✓      ✓       ✓       ✓
+    action         owner  editor  author  viewer  operator
+    read             ✓      ✓       ✓       ✓       ✓
     compose          ✓      ✓       ✓
     test             ✓      ✓       ✓
     schedule         ✓      ✓
-    steer            ✓      ✓               (pause, resume, cancel, retry)
+    steer            ✓      ✓                       ✓     (pause, resume, cancel, retry)
+    watch            ✓                              ✓     (the dashboard, a send's batches)
+    reconcile        ✓                              ✓     (re-queue, reconcile, settle batches)
+    subscribers      ✓                              ✓     (search, edit, erase, import, export)
     manage users     ✓
 
 The console asks ``can`` before showing a control as enabled and again, on the server,
@@ -26,14 +29,22 @@ class Action(StrEnum):
     TEST = "test"  # send a test email
     SCHEDULE = "schedule"
     STEER = "steer"  # pause, resume, cancel, retry a send
+    WATCH = "watch"  # the operators' dashboard, a send's batches, the suppression list
+    RECONCILE = "reconcile"  # re-queue, reconcile and settle a send's batches
+    SUBSCRIBERS = "subscribers"  # search, edit and erase subscribers; import and export
     MANAGE_USERS = "manage_users"
 
 
 ALLOWED: Mapping[Role, frozenset[Action]] = {
     Role.OWNER: frozenset(Action),
-    Role.EDITOR: frozenset(Action) - {Action.MANAGE_USERS},
+    Role.EDITOR: frozenset(
+        {Action.READ, Action.COMPOSE, Action.TEST, Action.SCHEDULE, Action.STEER}
+    ),
     Role.AUTHOR: frozenset({Action.READ, Action.COMPOSE, Action.TEST}),
     Role.VIEWER: frozenset({Action.READ}),
+    Role.OPERATOR: frozenset(
+        {Action.READ, Action.STEER, Action.WATCH, Action.RECONCILE, Action.SUBSCRIBERS}
+    ),
 }
 
 # What a role does, and who does what it may not: ``why_not`` joins the two.
@@ -41,13 +52,17 @@ _ROLE_DOES = {
     Role.EDITOR: "Editors can compose, test, schedule and steer issues",
     Role.AUTHOR: "Authors can compose and test issues",
     Role.VIEWER: "Viewers can read issues",
+    Role.OPERATOR: "Operators run the sending and look after subscribers",
 }
 _WHO_DOES = {
     Action.READ: "any signed-in user reads them",
     Action.COMPOSE: "an author, editor or owner composes them",
     Action.TEST: "an author, editor or owner sends test emails of them",
     Action.SCHEDULE: "an editor or owner schedules them",
-    Action.STEER: "an editor or owner pauses, resumes, cancels or retries their sending",
+    Action.STEER: "an editor, operator or owner pauses, resumes, cancels or retries a send",
+    Action.WATCH: "an operator or owner watches the sending machinery",
+    Action.RECONCILE: "an operator or owner re-queues, reconciles and settles batches",
+    Action.SUBSCRIBERS: "an operator or owner manages subscribers",
     Action.MANAGE_USERS: "only an owner manages users",
 }
 

@@ -38,6 +38,7 @@ ROLE_DOES = {
     Role.EDITOR: "composes, tests, schedules and steers issues",
     Role.AUTHOR: "composes and tests issues",
     Role.VIEWER: "reads issues, reports and the audit log",
+    Role.OPERATOR: "watches and steers sends, reconciles batches, manages subscribers",
 }
 
 
