@@ -11,6 +11,7 @@
     articles.py the articles, their problems and engagement
     compose.py  the issues, and composing a draft with its preview
     issue.py    one issue: test, schedule, steer, watch it go, its report
+    operations.py  the operators' dashboard: queues, workers, sends, errors
     views.py    templates (``templates/console/``), headers, the sections
 
 Every page is escaped Jinja2 with a strict Content-Security-Policy (scripts from this
@@ -34,6 +35,7 @@ from pipeline.web.console import (
     csrf,
     home,
     issue,
+    operations,
     signin,
     totp,
     users,
@@ -126,6 +128,7 @@ for part in (
     issue.router,
     articles.router,
     compose.router,
+    operations.router,
 ):
     signed.include_router(part)
 
