@@ -251,7 +251,7 @@ def test_the_cookie_is_secure_when_the_base_url_is_https(
 def test_console_routes_check_csrf_and_stay_out_of_the_api_description(
     sqlite_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    app = create_app(make_settings(sqlite_url=sqlite_url, redis_url=None, secret_key="k" * 32))
+    app = create_app(make_settings(database_url=sqlite_url, redis_url=None, secret_key="k" * 32))
     checks = {csrf.protect, csrf.protect_sign_in}
     # FastAPI from 0.16x includes routers lazily: walk the routes they make.
     walk = getattr(fastapi.routing, "iter_route_contexts", None)
