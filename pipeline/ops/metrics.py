@@ -32,11 +32,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline.audience import webhook_failures
-from pipeline.ops import status
+from pipeline.ops import dashboard, status
 from pipeline.sending import issues
 from pipeline.sending.parts import SendingParts
 from pipeline.settings import Settings
-from pipeline.statuses import BatchStatus, IssueStatus, SubscriberStatus
+from pipeline.statuses import BatchStatus, IssueStatus
 from pipeline.store import db
 
 SERIES_AFTER_END = timedelta(hours=24)
@@ -86,7 +86,7 @@ def watch(engine: Engine, settings: Settings, report: status.Report) -> Watch:
         issue = issues.get(engine, issue_id)
         lines.append(status.IssueLine(issue, issue.rate(at), None))
     ids = [line.issue.id for line in lines]
-    b, s = db.batches.c, db.subscribers.c
+    b = db.batches.c
     with engine.connect() as conn:
         last_progress = {
             int(issue_id): last
@@ -96,13 +96,10 @@ def watch(engine: Engine, settings: Settings, report: status.Report) -> Watch:
                 .group_by(b.issue_id)
             )
         }
-        subscribers = {kind.value: 0 for kind in SubscriberStatus}
-        for kind, n in conn.execute(sa.select(s.status, sa.func.count()).group_by(s.status)):
-            subscribers[kind] = int(n)
     return Watch(
         issues=lines,
         last_progress=last_progress,
-        subscribers=subscribers,
+        subscribers=dashboard.subscriber_counts(engine),
         webhook_failures=webhook_failures.counts(engine),
         error_threshold=settings.error_threshold,
         error_min_recipients=settings.error_min_recipients,
