@@ -53,7 +53,8 @@ FROM_ENVIRONMENT = re.compile(
 REQUIRED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}")
 
 SERVICES = {"redis", "postgres", "migrate", "web", "worker", "beat", "flower", "mailpit"}
-APP_SERVICES = ("migrate", "web", "worker", "beat")  # the services that run Letterpress
+SERVICES |= {"metrics", "celery-exporter", "prometheus", "grafana"}  # tests/test_alerts.py
+APP_SERVICES = ("migrate", "web", "worker", "beat", "metrics")  # the services that run Letterpress
 
 
 # --- helpers -------------------------------------------------------------------------------

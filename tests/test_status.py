@@ -95,8 +95,11 @@ def test_metrics_are_served_for_prometheus(rt: SendingParts, redis_client: redis
     finally:
         server.shutdown()
         server.server_close()
-    assert f'letterpress_issue_sent{{issue="{issue_id}",status="sending"}} 40.0' in body
-    assert f'letterpress_issue_recipients{{issue="{issue_id}",status="sending"}} 100.0' in body
+    assert f'letterpress_issue_sent{{issue="{issue_id}"}} 40.0' in body
+    assert f'letterpress_issue_recipients{{issue="{issue_id}"}} 100.0' in body
+    assert f'letterpress_issue_status{{issue="{issue_id}",status="sending"}} 1.0' in body
+    assert f'letterpress_issue_status{{issue="{issue_id}",status="paused"}} 0.0' in body
+    assert f'letterpress_issue_batches{{issue="{issue_id}",status="pending"}} 2.0' in body
     assert "letterpress_workers_online 1.0" in body
     assert "letterpress_broker_up 1.0" in body
     assert db.current_revision(rt.settings.database_url) == db.head_revision()

@@ -18,6 +18,7 @@ subscriber gets issues (``memberships.recipient``), and ``issue_feedback``.
            ──< clicks           one row per followed link
     subscribers ──< subscriber_events   sign-ups, confirmations, unsubscribes, bounces
     provider_events             webhook events already applied (a retry changes nothing)
+    webhook_failures            webhook requests refused for their signature, per provider
     users ──< console_sessions  who signs in to the editors' console; their sign-ins
           ──< audit_log         what they (or the command line) changed, and when
 """
@@ -299,6 +300,17 @@ webhook_nonces = sa.Table(
     sa.Column("nonce", sa.String(200), primary_key=True),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Index(None, "at"),
+)
+
+# Webhook requests refused for their signature or credentials, counted per provider for
+# ``letterpress metrics``: one row per provider however many are refused, so a flood of
+# forged requests costs no storage.
+webhook_failures = sa.Table(
+    "webhook_failures",
+    metadata,
+    sa.Column("provider", sa.String(20), primary_key=True),
+    sa.Column("refused", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_at", UTCDateTime, nullable=False),
 )
 
 # -- the editors' console: people, their sign-ins, what they did (pipeline/people) ------

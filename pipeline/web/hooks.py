@@ -6,8 +6,9 @@
 
 The raw body is verified before anything is read from it (``pipeline.audience.webhooks``), and
 a request's events are applied in one transaction: a retried request changes nothing,
-and a refused one changes nothing at all. A provider whose secret is not configured
-answers 404 and says which setting to set.
+and a refused one changes nothing at all, but for a refused signature or credentials
+being counted per provider, for ``letterpress metrics`` (``audience.webhook_failures``).
+A provider whose secret is not configured answers 404 and says which setting to set.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fastapi.security import HTTPBasic
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.audience import feedback, webhooks
+from pipeline.audience import feedback, webhook_failures, webhooks
 from pipeline.errors import ConfigError
 from pipeline.web.service import Service, service
 
@@ -128,6 +129,7 @@ def _run(svc: Service, provider: str, verify: Callable[..., webhooks.Batch], *ar
         done = feedback.apply(svc.engine, svc.settings, provider, batch.events, nonce=batch.nonce)
     except webhooks.WebhookRefused as exc:
         log.warning("%s webhook refused (%d): %s", provider, exc.status, exc.message)
+        webhook_failures.record(svc.engine, provider, exc)
         raise HTTPException(exc.status, exc.message, headers=exc.headers or None) from None
     except ConfigError as exc:
         log.error("%s webhook: %s", provider, exc)
