@@ -342,6 +342,10 @@ def _confirm(
         act=act,
         label=batch_name(b),
         words=words,
+        # Re-queueing a leased batch with a provider that does not drop repeats may double.
+        danger=act.name == REQUEUE
+        and b.status == BatchStatus.SENDING
+        and not svc.provider.idempotent,
         error=error,
         choices=CHOICES,
         action=f"/admin/issues/{issue_id}/batches/{batch_id}/{act.name}",
