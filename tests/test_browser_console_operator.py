@@ -6,9 +6,11 @@ slowed so that each batch takes a while, which keeps every message and its event
 An issue is scheduled from the command line; the operator opens its batches and
 watches them go. One worker is killed (SIGKILL) while the provider holds its batch: the
 table, updating itself, shows that batch held by the dead worker (its name and pid, as
-the lease recorded them) and then that the lease expired. The operator reconciles it
-from Mailgun's events through its confirmation, the other worker finishes the rest, and
-the double's messages prove every subscriber got the issue exactly once. axe-core finds
+the lease recorded them) and then that the lease expired; the provider then drops the
+connection on one call of the other worker, whose batch turns ambiguous. The operator
+reconciles the first from Mailgun's events and settles the second as sent, each through
+its confirmation; the other worker finishes the rest, and the double's messages prove
+every subscriber got the issue exactly once. axe-core finds
 nothing on the batches page and the confirmation pages at 1280 and 375 px.
 """
 
@@ -161,6 +163,12 @@ def test_an_operator_reconciles_the_batch_of_a_killed_worker(
         pid = cluster.procs[name].pid
         assert doomed.lease_holder == f"{name}@{socket.gethostname()}" and doomed.lease_pid == pid
         cluster.stop(name, signal.SIGKILL)
+        # And the provider drops the line on the next call of the other: that batch is
+        # ambiguous (the double has its recipients, the worker never heard so).
+        cluster.double.faults(
+            {"kind": "slow", "provider": "mailgun", "delay": DELAY},
+            {"kind": "drop", "provider": "mailgun", "count": 1},
+        )
 
         # The table, updating itself, shows the batch held by the dead worker, then expired.
         row = page.locator(f"#batch-{doomed.id}")
@@ -171,9 +179,12 @@ def test_an_operator_reconciles_the_batch_of_a_killed_worker(
             "expired", timeout=LEASE * 1000 + 5000
         )
         expect(row.locator(".status")).to_have_text("sending")
+        dropped = page.locator('#batch-table tr[data-status="ambiguous"]')
+        expect(dropped).to_have_count(1, timeout=15_000)
         assert page.evaluate("() => window.stillHere") is True, "the page was reloaded"
+        unsure = int((dropped.get_attribute("id") or "").removeprefix("batch-"))
 
-        check_pages_with_axe(checked, svc, issue_id, doomed.id, tmp_path)
+        check_pages_with_axe(checked, svc, issue_id, doomed.id, unsure, tmp_path)
 
         # Reconciled from Mailgun's events: all of its recipients were accepted.
         row.get_by_role("link", name=f"Reconcile batch {doomed.seq}").click()
@@ -196,6 +207,14 @@ def test_an_operator_reconciles_the_batch_of_a_killed_worker(
         )
         expect(page.locator(f"#batch-{doomed.id} .status")).to_have_text("sent")
 
+        # The dropped one, settled by choice: the double did take it, so "sent" is right.
+        page.locator(f"#settle-{unsure}").click()
+        expect(page.locator("#does-sent")).to_contain_text(f"The {SIZE} recipients still queued")
+        page.get_by_role("button", name="Confirm: count them as sent").click()
+        expect(page.get_by_role("status")).to_have_text(
+            f"Batch id {unsure} settled: {SIZE} counted as sent, 0 to send again."
+        )
+
         # The other worker sends the rest; the issue finishes with nobody lost or doubled.
         page.goto(f"{svc.url}/admin/issues/{issue_id}")
         expect(page.locator('#progress [data-status="sent"]')).to_be_visible(timeout=30_000)
@@ -208,10 +227,11 @@ def test_an_operator_reconciles_the_batch_of_a_killed_worker(
 
 
 def check_pages_with_axe(
-    page: Page, svc: RunningService, issue_id: int, batch_id: int, tmp: Path
+    page: Page, svc: RunningService, issue_id: int, batch_id: int, unsure: int, tmp: Path
 ) -> None:
-    """The batches page and the confirmations for the expired batch (one refused: it is
-    not ambiguous, so it cannot be settled) pass axe at both widths."""
+    """The batches page, the confirmations for the expired batch (one refused: it is
+    not ambiguous, so it cannot be settled) and the settling of the ambiguous one pass
+    axe at both widths."""
     axe = AxeChecks(axe_script(), tmp)
     base = f"{svc.url}/admin/issues/{issue_id}/batches"
     for width in (1280, PHONE_WIDTH):
@@ -223,6 +243,9 @@ def check_pages_with_axe(
             page.goto(f"{base}/{batch_id}/{act}")
             axe.check(page, f"confirm-{act}", width)
         expect(page.get_by_role("alert")).to_contain_text("it cannot be settled now")
+        page.goto(f"{base}/{unsure}/settle")
+        expect(page.get_by_role("button", name="Confirm: send them again")).to_be_visible()
+        axe.check(page, "confirm-settle-choice", width)
     assert axe.problems() == {}
 
 
