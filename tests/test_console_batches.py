@@ -16,10 +16,12 @@ worker runs here, so the test sends them in this process, as a worker would.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -54,13 +56,10 @@ def double() -> Iterator[DoubleServer]:
         yield server
 
 
-@pytest.fixture
-def sending(
-    tmp_path: Path, database_url: str, redis_url: str, redis_client: Any, double: DoubleServer
-) -> Iterator[tuple[RunningService, SendingParts]]:
-    """The service, and this process's sending parts (a worker's), on one database and
-    one Mailgun double."""
-    values: dict[str, Any] = {
+def sending_values(double: DoubleServer) -> dict[str, Any]:
+    return {
+        "base_url": "http://127.0.0.1:8000",  # the service's own, when it runs
+        "postal_address": "1 Test Street, Testville",
         "content_dir": str(CONTENT),
         "sender_email": "newsletter@news.example.org",
         "provider": "mailgun",
@@ -73,20 +72,38 @@ def sending(
         "retry_max_seconds": 0.2,
         "lease_seconds": 1,
     }
+
+
+@contextmanager
+def worker_parts(config: Path, database_url: str, double: DoubleServer) -> Iterator[SendingParts]:
+    """What a worker has, in this process: it sends what it is given, inline."""
+    settings = load_settings(
+        config,
+        database_url=database_url,
+        redis_url=None,
+        secret_key=SECRET,
+        mailgun_api_key=double.mailgun_key,
+    )
+    parts = SendingParts(settings)
+    try:
+        yield parts
+    finally:
+        parts.close()
+
+
+@pytest.fixture
+def sending(
+    tmp_path: Path, database_url: str, redis_url: str, redis_client: Any, double: DoubleServer
+) -> Iterator[tuple[RunningService, SendingParts]]:
+    """The service, and this process's sending parts (a worker's), on one database and
+    one Mailgun double."""
+    values = {k: v for k, v in sending_values(double).items() if k != "base_url"}
     env = {"MAILGUN_API_KEY": double.mailgun_key}
-    with running_service(tmp_path, database_url, redis_url, settings=values, env=env) as svc:
-        settings = load_settings(
-            tmp_path / "service.toml",
-            database_url=database_url,
-            redis_url=None,  # this process sends what it is given, inline
-            secret_key=SECRET,
-            mailgun_api_key=double.mailgun_key,
-        )
-        parts = SendingParts(settings)
-        try:
-            yield svc, parts
-        finally:
-            parts.close()
+    with (
+        running_service(tmp_path, database_url, redis_url, settings=values, env=env) as svc,
+        worker_parts(tmp_path / "service.toml", database_url, double) as parts,
+    ):
+        yield svc, parts
 
 
 def start(rt: SendingParts, url: str) -> tuple[int, list[int]]:
@@ -275,43 +292,44 @@ def test_an_operator_reads_the_batches_and_acts_on_each_state(
 
 
 def test_the_command_line_does_the_same_to_one_batch(
-    sending: tuple[RunningService, SendingParts],
-    database_url: str,
-    double: DoubleServer,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    sqlite_url: str, double: DoubleServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    svc, rt = sending
-    issue_id, ids = start(rt, database_url)
-    double.set_faults({"kind": "drop"})
-    assert rt.sender.send_batch(ids[0]).status == "ambiguous"
-    double.set_faults()
-    assert not isinstance(lease.claim(rt.engine, rt.settings, ids[1], DEAD), lease.Outcome)
-    time.sleep(1.2)
-    monkeypatch.setenv("LETTERPRESS_CONFIG", str(tmp_path / "service.toml"))
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("LETTERPRESS_SECRET_KEY", SECRET)
-    monkeypatch.setenv("MAILGUN_API_KEY", double.mailgun_key)
-    monkeypatch.delenv("REDIS_URL", raising=False)  # batches go inline, here
-
-    def run(*argv: str, code: int = 0) -> str:
-        result = CliRunner().invoke(main, list(argv))
-        assert result.exit_code == code, (argv, result.output)
-        return result.output
-
-    listed = run("issue", "batches", str(issue_id), "--status", "sending")
-    assert (
-        f"held by {DEAD} pid {os.getpid()} until" in listed and "may: requeue, reconcile" in listed
+    """The same functions from ``letterpress issue``: SQLite only (the SQL is the
+    console's, above, on both databases)."""
+    config = tmp_path / "letterpress.toml"
+    config.write_text(
+        "".join(f"{k} = {json.dumps(v)}\n" for k, v in sending_values(double).items())
     )
-    said = run("issue", "reconcile", str(issue_id), "--batch", str(ids[1]))
-    assert f"batch {ids[1]} reconciled: 0 recipient(s) counted as sent, 2 to send" in said
-    said = run("issue", "settle-batch", str(issue_id), str(ids[0]), "--as", "sent")
-    assert "2 recipient(s) counted as sent, 0 to send" in said
-    run("issue", "requeue-batch", str(issue_id), str(ids[0]), code=1)  # sent: nothing to do
-    assert batch_row(rt, ids[1]).status == "sent"  # sent inline by the command
-    assert delivered(double) == {f"reader{i}@example.com": 1 for i in range(1, 2 * SIZE + 1)}
-    details = [e.detail for e in audit.recent(svc.engine)]
-    assert details[0].startswith("command line: issue ") and "settled as sent" in details[0]
-    assert (
-        run("issue", "batches", str(issue_id), "--limit", "2").rstrip().endswith("more: --after 2")
-    )
+    with worker_parts(config, sqlite_url, double) as rt:
+        issue_id, ids = start(rt, sqlite_url)
+        double.set_faults({"kind": "drop"})
+        assert rt.sender.send_batch(ids[0]).status == "ambiguous"
+        double.set_faults()
+        assert not isinstance(lease.claim(rt.engine, rt.settings, ids[1], DEAD), lease.Outcome)
+        time.sleep(1.2)
+        monkeypatch.setenv("LETTERPRESS_CONFIG", str(config))
+        monkeypatch.setenv("DATABASE_URL", sqlite_url)
+        monkeypatch.setenv("LETTERPRESS_SECRET_KEY", SECRET)
+        monkeypatch.setenv("MAILGUN_API_KEY", double.mailgun_key)
+        monkeypatch.delenv("REDIS_URL", raising=False)  # batches go inline, here
+
+        def run(*argv: str, code: int = 0) -> str:
+            result = CliRunner().invoke(main, list(argv))
+            assert result.exit_code == code, (argv, result.output)
+            return result.output
+
+        listed = run("issue", "batches", str(issue_id), "--status", "sending")
+        assert f"held by {DEAD} pid {os.getpid()} until" in listed
+        assert "may: requeue, reconcile" in listed
+        said = run("issue", "reconcile", str(issue_id), "--batch", str(ids[1]))
+        assert f"batch {ids[1]} reconciled: 0 recipient(s) counted as sent, 2 to send" in said
+        said = run("issue", "settle-batch", str(issue_id), str(ids[0]), "--as", "sent")
+        assert "2 recipient(s) counted as sent, 0 to send" in said
+        wrong = run("issue", "requeue-batch", str(issue_id), str(ids[0]), code=1)
+        assert f"batch {ids[0]} (seq 1 of issue {issue_id}) is sent: only a failed batch" in wrong
+        assert batch_row(rt, ids[1]).status == "sent"  # sent inline by the command
+        assert delivered(double) == {f"reader{i}@example.com": 1 for i in range(1, 2 * SIZE + 1)}
+        details = [e.detail for e in audit.recent(rt.engine)]
+        assert details[0].startswith("command line: issue ") and "settled as sent" in details[0]
+        more = run("issue", "batches", str(issue_id), "--limit", "2")
+        assert more.rstrip().endswith("more: --after 2")
