@@ -1,4 +1,5 @@
-"""The editors' console with a large audience and a long history (issue 11).
+"""The editors' and operators' console with a large audience and a long history
+(issues 11 and 12).
 
 Target: with 1,000,000 subscribers and 200 sent issues, every console page answers in
 under 150 ms at p95 on SQLite and on PostgreSQL, and the preview re-render answers in
@@ -725,6 +726,19 @@ def pages(seeded: Seeded, csrf: str) -> list[Page]:
             "GET",
             f"/admin/issues/{full}/batches?status=sent&after={deep}",
             [f'<th scope="row" data-label="Batch">{deep + 1} ', 'data-status="sent"'],
+            headers={"HX-Request": "true"},
+        ),
+        Page(
+            "operations",
+            "GET",
+            "/admin/operations",
+            [f"<dt>active</dt><dd>{main}</dd>", 'id="chart-table"', 'id="bucket"'],
+        ),
+        Page(
+            "operations (htmx)",
+            "GET",
+            "/admin/operations",
+            [f"<dt>active</dt><dd>{main}</dd>", '<div id="live"'],
             headers={"HX-Request": "true"},
         ),
         Page("users", "GET", "/admin/users", [OWNER]),

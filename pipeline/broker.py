@@ -42,6 +42,14 @@ class Broker(Protocol):
         """The workers that answer a ping; None when the broker cannot be reached."""
         ...
 
+    def workers(self, timeout: float = 1.0) -> list[WorkerInfo] | None:
+        """What each worker that answers runs; None when the broker cannot be reached."""
+        ...
+
+    def check(self, timeout: float) -> str:
+        """Opens a connection to the broker; raises when it cannot. Says what answered."""
+        ...
+
     def build_pool(self) -> Pool | None:
         """A build pool that runs units of work as tasks; None when no worker answers."""
         ...
@@ -49,6 +57,18 @@ class Broker(Protocol):
     def run_worker(self, args: Sequence[str]) -> None: ...
 
     def run_beat(self, args: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker as it answers Celery's inspect: its node name, how many tasks it runs at
+    once, the queues it takes from, what it runs now and how many it has run."""
+
+    name: str
+    concurrency: int
+    queues: tuple[str, ...]
+    running: tuple[str, ...]  # e.g. "send batch 12" for each task it runs now
+    processed: int
 
 
 Connect = Callable[[Settings], Broker]

@@ -4,6 +4,9 @@ its own process, on SQLite and Redis): signing in and out, the session cookie, C
 sign-in and the audit log. Users are made with ``pipeline.people.users.add`` on the
 service's own database, as ``letterpress users add`` does.
 
+Signing in runs on SQLite and PostgreSQL; the rest on SQLite, as the people domain's
+SQL is the same on both and tests/test_people.py runs it on both.
+
 The https case (a ``Secure`` cookie) and the routes' own declarations are checked on
 the application in this process, through httpx's ASGI transport.
 """
@@ -160,9 +163,9 @@ def test_sign_in_refuses_a_wrong_password_and_lands_where_it_was_going(
 
 
 def test_the_next_page_is_only_ever_one_of_the_console(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     for target in ("//evil.example/admin/", "https://evil.example/", "/\\evil.example", "/issues/"):
         answer = Console(svc).sign_in("olive@example.com", next_=target)
@@ -170,9 +173,9 @@ def test_the_next_page_is_only_ever_one_of_the_console(
 
 
 def test_the_session_cookie_and_the_headers_of_console_pages(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     browser = Console(svc)
     answer = browser.sign_in("olive@example.com")
@@ -207,15 +210,15 @@ def test_the_session_cookie_and_the_headers_of_console_pages(
 
 
 def test_the_cookie_is_secure_when_the_base_url_is_https(
-    database_url: str, make_settings: Callable[..., Settings]
+    sqlite_url: str, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(
         base_url="https://news.example.org",
-        database_url=database_url,
+        database_url=sqlite_url,
         redis_url=None,
         secret_key="console-test-secret-key-0123456789",
     )
-    users.add(db.engine(database_url), "olive@example.com", Role.OWNER, PASSWORD)
+    users.add(db.engine(sqlite_url), "olive@example.com", Role.OWNER, PASSWORD)
     app = create_app(settings)
 
     async def sign_in() -> tuple[list[str], int]:
@@ -246,9 +249,9 @@ def test_the_cookie_is_secure_when_the_base_url_is_https(
 
 
 def test_console_routes_check_csrf_and_stay_out_of_the_api_description(
-    database_url: str, make_settings: Callable[..., Settings]
+    sqlite_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    app = create_app(make_settings(database_url=database_url, redis_url=None, secret_key="k" * 32))
+    app = create_app(make_settings(database_url=sqlite_url, redis_url=None, secret_key="k" * 32))
     checks = {csrf.protect, csrf.protect_sign_in}
     # FastAPI from 0.16x includes routers lazily: walk the routes they make.
     walk = getattr(fastapi.routing, "iter_route_contexts", None)
@@ -271,9 +274,9 @@ def test_console_routes_check_csrf_and_stay_out_of_the_api_description(
 
 
 def test_a_post_without_the_token_is_refused_and_changes_nothing(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     owner = Console(svc).signed_in("olive@example.com")
     owner.get("/admin/users")
@@ -301,9 +304,9 @@ def test_a_post_without_the_token_is_refused_and_changes_nothing(
 
 
 def test_a_post_from_another_origin_is_refused(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     owner = Console(svc).signed_in("olive@example.com")
     owner.get("/admin/users")
@@ -334,9 +337,9 @@ def test_a_post_from_another_origin_is_refused(
 
 
 def test_an_author_cannot_manage_users(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     add_user(svc, "arthur@example.com", Role.AUTHOR)
     author = Console(svc).signed_in("arthur@example.com")
@@ -364,9 +367,9 @@ def test_an_author_cannot_manage_users(
 
 
 def test_an_owner_adds_people_and_changes_a_role_and_the_audit_log_shows_it(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     owner = Console(svc).signed_in("olive@example.com")
     owner.get("/admin/users")
@@ -433,9 +436,9 @@ def test_an_owner_adds_people_and_changes_a_role_and_the_audit_log_shows_it(
 
 
 def test_disabling_a_user_ends_their_sessions(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     edna = add_user(svc, "edna@example.com", Role.EDITOR)
     owner = Console(svc).signed_in("olive@example.com")
@@ -451,9 +454,9 @@ def test_disabling_a_user_ends_their_sessions(
 
 
 def test_too_many_attempts_lock_the_account_out(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     add_user(svc, "edna@example.com", Role.EDITOR)
     limit = svc.settings.console_signin_per_account_per_15min
@@ -486,9 +489,9 @@ def test_too_many_attempts_lock_the_account_out(
 
 
 def test_too_many_attempts_from_one_address_are_refused(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url, console_signin_per_ip_per_hour=3)
+    svc = service_for(sqlite_url, console_signin_per_ip_per_hour=3)
     add_user(svc, "olive@example.com", Role.OWNER)
     browser = Console(svc)
     for n in range(3):
@@ -505,11 +508,11 @@ def test_too_many_attempts_from_one_address_are_refused(
 
 
 def test_ipv6_clients_are_counted_by_their_64_network(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
     """A host with IPv6 has a whole /64 to take new addresses from: the limit counts the
     network. The addresses come through the proxy's X-Forwarded-For, as in production."""
-    svc = service_for(database_url, console_signin_per_ip_per_hour=3)
+    svc = service_for(sqlite_url, console_signin_per_ip_per_hour=3)
     add_user(svc, "olive@example.com", Role.OWNER)
 
     tried = iter(range(100))  # a new account each time: only the address's limit counts
@@ -532,9 +535,9 @@ def test_ipv6_clients_are_counted_by_their_64_network(
 
 
 def test_signing_out_everywhere_ends_every_session(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     laptop = Console(svc).signed_in("olive@example.com")
     phone = Console(svc).signed_in("olive@example.com")
@@ -570,9 +573,9 @@ def test_signing_out_everywhere_ends_every_session(
 
 
 def test_a_session_unused_for_longer_than_the_idle_time_is_refused(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     olive = add_user(svc, "olive@example.com", Role.OWNER)
     idle = timedelta(minutes=svc.settings.console_idle_minutes)
     week = timedelta(days=svc.settings.console_session_days)
@@ -589,9 +592,9 @@ def test_a_session_unused_for_longer_than_the_idle_time_is_refused(
 
 
 def test_a_form_sent_after_the_session_ended_signs_in_again_and_comes_back(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "olive@example.com", Role.OWNER)
     browser = Console(svc).signed_in("olive@example.com")
     browser.get("/admin/users")
@@ -614,9 +617,9 @@ def test_a_form_sent_after_the_session_ended_signs_in_again_and_comes_back(
 
 
 def test_a_role_that_must_use_two_factor_sign_in_sets_it_up_then_signs_in_with_a_code(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url, console_totp_roles=["editor", "owner"])
+    svc = service_for(sqlite_url, console_totp_roles=["editor", "owner"])
     add_user(svc, "edna@example.com", Role.EDITOR)
     add_user(svc, "arthur@example.com", Role.AUTHOR)
     editor = Console(svc)

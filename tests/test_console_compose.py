@@ -211,9 +211,9 @@ def test_an_author_composes_a_draft_and_it_is_saved_as_asked(
 
 
 def test_the_preview_renders_unsaved_input(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "ed@example.com", Role.EDITOR)
     browser = Console(svc).signed_in("ed@example.com")
     browser.get("/admin/issues/new")
@@ -293,9 +293,9 @@ def test_the_recipient_count_matches_the_audience(
 
 
 def test_a_viewer_may_not_compose_and_nothing_changes(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "vera@example.com", Role.VIEWER)
     draft_id = issues.create(svc.engine, subject="Kept", articles=[ArticleRef(FIRST, True)])
     viewer = Console(svc).signed_in("vera@example.com")
@@ -317,9 +317,9 @@ def test_a_viewer_may_not_compose_and_nothing_changes(
 
 
 def test_a_post_without_the_csrf_token_is_refused(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
+    svc = service_for(sqlite_url)
     add_user(svc, "ed@example.com", Role.EDITOR)
     browser = Console(svc).signed_in("ed@example.com")
     browser.get("/admin/issues/new")

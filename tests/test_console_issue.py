@@ -84,10 +84,10 @@ def figure(html: str, name: str) -> str:
 
 
 def test_an_editor_sends_a_test_to_two_typed_addresses(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
-    issue_id = new_issue(svc, database_url)
+    svc = service_for(sqlite_url)
+    issue_id = new_issue(svc, sqlite_url)
     browser = editor(svc)
     page = browser.get(f"/admin/issues/{issue_id}")
     assert page.status_code == 200, page.text
@@ -170,12 +170,12 @@ def test_scheduling_in_a_time_zone_is_confirmed_first(
 
 
 def test_an_edit_after_the_review_is_not_scheduled_unseen(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
     """Confirm schedules what the confirmation showed: if the draft changed in between
     (another editor saved it), the editor is asked to review it again."""
-    svc = service_for(database_url)
-    issue_id = new_issue(svc, database_url)
+    svc = service_for(sqlite_url)
+    issue_id = new_issue(svc, sqlite_url)
     browser = editor(svc)
     browser.get(f"/admin/issues/{issue_id}")
     review = browser.post(f"/admin/issues/{issue_id}/schedule/review", {"when": "now"})
@@ -193,10 +193,10 @@ def test_an_edit_after_the_review_is_not_scheduled_unseen(
 
 
 def test_an_author_sees_the_controls_disabled_and_the_server_refuses_them(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
-    issue_id = new_issue(svc, database_url)
+    svc = service_for(sqlite_url)
+    issue_id = new_issue(svc, sqlite_url)
     add_user(svc, "ada@example.com", Role.AUTHOR)
     author = Console(svc).signed_in("ada@example.com")
     page = author.get(f"/admin/issues/{issue_id}")
@@ -224,10 +224,10 @@ def test_an_author_sees_the_controls_disabled_and_the_server_refuses_them(
 
 
 def test_pause_resume_and_cancel_each_confirmed(
-    database_url: str, service_for: Callable[..., RunningService]
+    sqlite_url: str, service_for: Callable[..., RunningService]
 ) -> None:
-    svc = service_for(database_url)
-    issue_id = new_issue(svc, database_url)
+    svc = service_for(sqlite_url)
+    issue_id = new_issue(svc, sqlite_url)
     issues.schedule(svc.engine, issue_id, datetime.now(UTC) + timedelta(days=2))
     browser = editor(svc)
     page = browser.get(f"/admin/issues/{issue_id}")

@@ -240,6 +240,23 @@ def test_penalise_never_shortens_and_never_sleeps_in_vain(
     assert fake.sleeps == [], "it should not sleep when it cannot succeed"
 
 
+def test_the_state_shows_the_tokens_and_a_hold_and_changes_nothing(
+    make_bucket: MakeBucket, fake: FakeTime
+) -> None:
+    limiter = make_bucket(1000, 100)
+    full = limiter.state()
+    assert (full.tokens, full.burst, full.rate, full.held_for) == (100, 100, 1000, 0)
+
+    limiter.acquire(60, max_wait=0)
+    assert limiter.state().tokens == pytest.approx(40, abs=1)  # Redis time runs on a little
+    limiter.penalise(5.0)
+    held = limiter.state()
+    assert 4.0 < held.held_for <= 5.0 + 1e-6
+    assert limiter.state().tokens == pytest.approx(held.tokens, abs=1e-6)  # no refill in a hold
+    with pytest.raises(RateLimitTimeout):  # reading took nothing and lifted nothing
+        limiter.acquire(1, max_wait=0.3)
+
+
 def test_bad_arguments_are_refused(make_bucket: MakeBucket) -> None:
     limiter = make_bucket(10, 10)
     with pytest.raises(ValueError, match="negative"):

@@ -12,7 +12,7 @@ import click
 
 from pipeline.broker import dispatcher_for
 from pipeline.cli.common import Context, pass_ctx, run_or_exit
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, LetterpressError
 from pipeline.people import audit
 from pipeline.sending import issues, machinery, preflight, recover
 from pipeline.sending.batches import Dispatcher
@@ -438,6 +438,30 @@ def status_command(ctx: Context) -> None:
     run_or_exit(run)
 
 
+@click.command("doctor")
+@pass_ctx
+def doctor_command(ctx: Context) -> None:
+    """Check the database, Redis and the workers, and say every setting a send uses."""
+
+    def run() -> None:
+        from pipeline.ops import doctor
+
+        settings = ctx.settings()
+        rt = SendingParts(settings)
+        try:
+            batch_size: int | None = rt.batch_size
+        except LetterpressError:  # the provider's settings are wrong: doctor says how
+            batch_size = None
+        engine = db.engine(settings.database_url)  # not migrated yet: doctor says so
+        report = doctor.examine(settings, engine, rt.redis, ctx.broker(), batch_size)
+        for line in doctor.lines(report):
+            click.echo(line)
+        if not report.ok:
+            sys.exit(1)
+
+    run_or_exit(run)
+
+
 @click.command("metrics")
 @click.option("--port", default=9108, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -496,4 +520,4 @@ def beat_command(ctx: Context, once: bool, celery_args: tuple[str, ...]) -> None
     run_or_exit(run)
 
 
-COMMANDS = [db_group, issue_group, status_command, metrics_command, beat_command]
+COMMANDS = [db_group, issue_group, status_command, doctor_command, metrics_command, beat_command]

@@ -31,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.errors import LetterpressError
@@ -95,12 +96,38 @@ class RateLimitTimeout(LetterpressError, TimeoutError):
         )
 
 
+@dataclass(frozen=True)
+class BucketState:
+    """The bucket as an operator sees it: tokens there now (of ``burst``), the refill
+    ``rate`` a second, and how long a hold after a provider's 429 still lasts."""
+
+    where: str
+    tokens: float
+    burst: int
+    rate: float
+    held_for: float  # seconds; 0 when no hold is on
+
+
+def _settled(
+    tokens: float | None, ts: float | None, now: float, rate: float, burst: int
+) -> tuple[float, float]:
+    """(tokens now, seconds of hold left) from what the bucket stored, as the script
+    counts them; a missing bucket is a full one."""
+    if tokens is None or ts is None:
+        return float(burst), 0.0
+    if now > ts:
+        tokens += (now - ts) * rate
+    return min(tokens, float(burst)), max(ts - now, 0.0)
+
+
 class Limiter(Protocol):
     """What a sender needs: wait for room to send ``n``, and hold off after a 429."""
 
     def acquire(self, n: int, max_wait: float) -> float: ...
 
     def penalise(self, seconds: float) -> None: ...
+
+    def state(self) -> BucketState: ...
 
 
 class _TokenBucket:
@@ -171,6 +198,10 @@ class _TokenBucket:
             slept += pause
         return slept
 
+    def state(self) -> BucketState:
+        """What the bucket holds now; reading it changes nothing."""
+        raise NotImplementedError
+
     def penalise(self, seconds: float) -> None:
         """Nobody gets tokens for ``seconds`` (a provider's "retry after"); never shortens."""
         if seconds > 0:
@@ -218,6 +249,20 @@ class RateLimiter(_TokenBucket):
     def _hold(self, seconds: float) -> None:
         self._call("hold", seconds)
 
+    def state(self) -> BucketState:
+        pipe = self.client.pipeline(transaction=True)  # both read at the same instant
+        pipe.hmget(self.key, "tokens", "ts")
+        pipe.time()
+        (tokens, ts), (seconds, micros) = pipe.execute()
+        tokens_now, held = _settled(
+            None if tokens is None else float(tokens),
+            None if ts is None else float(ts),
+            int(seconds) + int(micros) / 1_000_000,
+            self.rate,
+            self.burst,
+        )
+        return BucketState(self.key, tokens_now, self.burst, self.rate, held)
+
 
 class LocalRateLimiter(_TokenBucket):
     """The same bucket for one process (its threads included), without Redis."""
@@ -263,3 +308,8 @@ class LocalRateLimiter(_TokenBucket):
         with self._lock:
             now = self._refill()
             self._ts = max(self._ts, now + seconds)
+
+    def state(self) -> BucketState:
+        with self._lock:
+            tokens, held = _settled(self._tokens, self._ts, self.clock(), self.rate, self.burst)
+        return BucketState(self._where(), tokens, self.burst, self.rate, held)

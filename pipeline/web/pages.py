@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from pipeline.ops import health
 from pipeline.sending import archive as issue_archive
@@ -26,10 +26,35 @@ ISSUE_PAGE_CSP = (
 # -- health and style -----------------------------------------------------------------------
 
 
-@router.get("/healthz", tags=["operations"], summary="Liveness and database check")
-def healthz(svc: Svc) -> dict[str, str]:
-    health.check_database(svc.engine)
+@router.get(
+    "/healthz",
+    tags=["operations"],
+    summary="Liveness: the process answers",
+    description="Checks nothing else, so that an outage of the database or Redis does not"
+    " make an orchestrator restart every service at once: `/readyz` checks those.",
+)
+def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    tags=["operations"],
+    summary="Readiness: the database, its migrations, Redis and the broker",
+    description="200 when every check passes, 503 when one fails; the body names every"
+    " check with what was found, in words. Redis and the broker are checked when"
+    " REDIS_URL is set.",
+    responses={503: {"description": "A check failed"}},
+)
+def readyz(svc: Svc) -> JSONResponse:
+    checks = health.readiness(svc.settings, svc.engine, svc.redis, svc.broker)
+    ready = health.ready(checks)
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
+    }
+    status = 200 if ready else 503
+    return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
 
 @router.get("/service.css", include_in_schema=False)

@@ -62,6 +62,8 @@ class Service:
     _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
     list_names: dict[int, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # What a page keeps in this process between requests (the dashboard's slow answers).
+    kept: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def signer(self) -> Signer:

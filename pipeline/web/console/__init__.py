@@ -12,6 +12,7 @@
     compose.py  the issues, and composing a draft with its preview
     issue.py    one issue: test, schedule, steer, watch it go, its report
     batches.py  a send's batches, and re-queueing, reconciling, settling one
+    operations.py  the operators' dashboard: queues, workers, sends, errors
     views.py    templates (``templates/console/``), headers, the sections
 
 Every page is escaped Jinja2 with a strict Content-Security-Policy (scripts from this
@@ -36,6 +37,7 @@ from pipeline.web.console import (
     csrf,
     home,
     issue,
+    operations,
     signin,
     totp,
     users,
@@ -129,6 +131,7 @@ for part in (
     batches.router,
     articles.router,
     compose.router,
+    operations.router,
 ):
     signed.include_router(part)
 

@@ -45,6 +45,7 @@ DOING = {
     Action.STEER: "pause, resume, cancel or retry sending",
     Action.WATCH: "watch the sending machinery",
     Action.RECONCILE: "re-queue, reconcile or settle batches",
+    Action.SUBSCRIBERS: "manage subscribers",
     Action.MANAGE_USERS: "manage users",
 }
 
