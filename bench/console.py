@@ -674,6 +674,7 @@ def pages(seeded: Seeded, csrf: str) -> list[Page]:
         "csrf": csrf,
     }
     full = seeded.full
+    deep = max(0, -(-seeded.subscribers // BATCH) - 40)  # 40 batches before the last
     return [
         Page("healthz (baseline)", "GET", "/healthz", ["ok"], target_ms=0, anonymous=True),
         Page("sign-in", "GET", "/admin/sign-in", ['name="password"'], anonymous=True),
@@ -708,6 +709,23 @@ def pages(seeded: Seeded, csrf: str) -> list[Page]:
             "GET",
             f"/admin/issues/{full}/progress",
             [f'id="n-sent">{want["sent"]:,}<'],
+            headers={"HX-Request": "true"},
+        ),
+        # A send's machinery: the full-size issue's batches (1 to n in BATCH each; a
+        # thousand for a million), fifty a page: the first, one near the end by keyset,
+        # and one status as htmx polls it.
+        Page("batches", "GET", f"/admin/issues/{full}/batches", ['data-status="sent"']),
+        Page(
+            "batches (late page)",
+            "GET",
+            f"/admin/issues/{full}/batches?after={deep}",
+            [f'<th scope="row" data-label="Batch">{deep + 1} '],
+        ),
+        Page(
+            "batches (sent, htmx)",
+            "GET",
+            f"/admin/issues/{full}/batches?status=sent&after={deep}",
+            [f'<th scope="row" data-label="Batch">{deep + 1} ', 'data-status="sent"'],
             headers={"HX-Request": "true"},
         ),
         Page(

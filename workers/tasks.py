@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 
 from pipeline.sending.parts import SendingParts
 from pipeline.settings import Settings
@@ -35,9 +35,10 @@ def register(app: Celery, settings: Settings) -> None:
     def render_articles(unit: dict[str, Any]) -> dict[str, Any]:
         return units.render_articles(unit)
 
-    @app.task(name=names.SEND_BATCH, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
-    def send_batch(batch_id: int) -> dict[str, Any]:
-        outcome = parts().send_batch(int(batch_id))
+    @app.task(name=names.SEND_BATCH, shared=False, ignore_result=True, bind=True)  # type: ignore[untyped-decorator]
+    def send_batch(self: Task, batch_id: int) -> dict[str, Any]:
+        # The worker's name (celery@host) goes with the lease, for operators to see.
+        outcome = parts().send_batch(int(batch_id), str(self.request.hostname or ""))
         return {"batch": outcome.batch_id, "status": outcome.status, "sent": outcome.sent}
 
     @app.task(name=names.START_DUE, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]

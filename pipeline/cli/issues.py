@@ -13,11 +13,13 @@ import click
 from pipeline.broker import dispatcher_for
 from pipeline.cli.common import Context, pass_ctx, run_or_exit
 from pipeline.errors import ConfigError, LetterpressError
-from pipeline.sending import issues, preflight
+from pipeline.people import audit
+from pipeline.sending import issues, machinery, preflight, recover
 from pipeline.sending.batches import Dispatcher
 from pipeline.sending.parts import SendingParts, enqueue
 from pipeline.sending.preview import render_issue
 from pipeline.sending.recover import reconcile
+from pipeline.statuses import BatchStatus
 from pipeline.store import db
 
 
@@ -293,12 +295,32 @@ _steer("retry-failed", "Send again to the recipients whose delivery failed.")
     default=None,
     help="For batches the provider cannot tell about: count them as sent, or send them again.",
 )
+@click.option(
+    "--batch",
+    "batch_id",
+    type=int,
+    default=None,
+    help="Only this batch (its id): an ambiguous one, or one whose lease ran out.",
+)
 @pass_ctx
-def issue_reconcile(ctx: Context, issue_id: int, assume: str | None) -> None:
+def issue_reconcile(ctx: Context, issue_id: int, assume: str | None, batch_id: int | None) -> None:
     """Settle ambiguous batches (the provider may or may not have taken them)."""
 
     def run() -> None:
         rt = SendingParts(ctx.settings())
+        if batch_id is not None:
+            done = recover.reconcile_batch(rt.engine, issue_id, batch_id, rt.provider, assume)
+            _batch_done(ctx, rt, "reconciled", done)
+            if done.unknown and assume is None:
+                click.echo(
+                    f"batch {batch_id} is held as ambiguous: {rt.settings.provider} cannot say"
+                    f" what it accepted; settle it with `letterpress issue settle-batch"
+                    f" {issue_id} {batch_id} --as sent` (risk: some miss it) or --as unsent"
+                    " (risk: some get it twice)",
+                    err=True,
+                )
+                sys.exit(1)
+            return
         result = reconcile(rt.engine, issue_id, rt.provider, assume)
         enqueue(rt.engine, dispatcher(ctx, rt), result.requeued)
         click.echo(
@@ -313,6 +335,85 @@ def issue_reconcile(ctx: Context, issue_id: int, assume: str | None) -> None:
                 err=True,
             )
             sys.exit(1)
+
+    run_or_exit(run)
+
+
+def _batch_done(ctx: Context, rt: SendingParts, did: str, done: recover.BatchDone) -> None:
+    """Hand on what is to send, write the audit entry, say what happened."""
+    enqueue(rt.engine, dispatcher(ctx, rt), done.enqueue)
+    said = (
+        f"issue {done.issue_id} batch {done.batch_id} {did}: {done.sent:,} recipient(s)"
+        f" counted as sent, {done.again:,} to send"
+        + (" (it goes when the issue resumes)" if done.again and not done.enqueue else "")
+    )
+    audit.record(rt.engine, None, f"batch {did}", audit.via(None, said))
+    click.echo(said)
+
+
+@issue_group.command("batches")
+@click.argument("issue_id", type=int)
+@click.option("--status", type=click.Choice([s.value for s in BatchStatus]), default=None)
+@click.option("--after", type=int, default=0, help="Start after this sequence number.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=machinery.PAGE, show_default=True)
+@pass_ctx
+def issue_batches(ctx: Context, issue_id: int, status: str | None, after: int, limit: int) -> None:
+    """A send's batches: state, recipients, lease holder and expiry, attempts, errors."""
+
+    def run() -> None:
+        rt = SendingParts(ctx.settings())
+        found = machinery.page(rt.engine, issue_id, status, after, limit)
+        at = db.now()
+        click.echo(", ".join(f"{k} {v}" for k, v in sorted(found.statuses.items())) or "none")
+        for b in found.batches:
+            click.echo(
+                f"seq {b.seq:>5} id {b.id:<8} {b.status:<9} {b.first_id}..{b.last_id}"
+                f" ({b.people:,} listed) attempts {b.attempts}"
+                + (f"; {b.lease_words(at)}" if b.holder else "")
+                + (f"; message {b.provider_id}" if b.provider_id else "")
+                + (f"; error: {b.error}" if b.error else "")
+                + (f"; may: {', '.join(b.actions(at))}" if b.actions(at) else "")
+            )
+        if found.next_after is not None:
+            click.echo(f"more: --after {found.next_after}")
+
+    run_or_exit(run)
+
+
+@issue_group.command("requeue-batch")
+@click.argument("issue_id", type=int)
+@click.argument("batch_id", type=int)
+@pass_ctx
+def issue_requeue_batch(ctx: Context, issue_id: int, batch_id: int) -> None:
+    """Send again a batch that failed, or whose worker's lease ran out."""
+
+    def run() -> None:
+        rt = SendingParts(ctx.settings())
+        done = recover.requeue_batch(rt.engine, issue_id, batch_id, rt.provider.idempotent)
+        _batch_done(ctx, rt, "re-queued", done)
+
+    run_or_exit(run)
+
+
+@issue_group.command("settle-batch")
+@click.argument("issue_id", type=int)
+@click.argument("batch_id", type=int)
+@click.option(
+    "--as",
+    "choice",
+    type=click.Choice(["sent", "unsent"]),
+    required=True,
+    help="sent: count its recipients as sent (some may miss it); unsent: send it again"
+    " (some may get it twice).",
+)
+@pass_ctx
+def issue_settle_batch(ctx: Context, issue_id: int, batch_id: int, choice: str) -> None:
+    """Settle an ambiguous batch by your choice, without asking the provider."""
+
+    def run() -> None:
+        rt = SendingParts(ctx.settings())
+        done = recover.settle_batch(rt.engine, issue_id, batch_id, choice)
+        _batch_done(ctx, rt, f"settled as {choice}", done)
 
     run_or_exit(run)
 

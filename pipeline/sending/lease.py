@@ -5,11 +5,17 @@
 same transaction, so a batch is either not started or fully known. ``renew`` pushes the
 lease out before each wait; ``release`` hands the batch back when nothing was sent. A
 lease that runs out is found by ``recover.sweep``.
+
+The lease names its holder for people: the worker as Celery names it (``celery@host``,
+from the task's request) and the process id. Both stay on the batch after the lease
+ends, so a batch whose worker died says which worker that was.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,14 +43,21 @@ class Claim:
     skipped: int
 
 
-def claim(engine: Engine, settings: Settings, batch_id: int) -> Claim | Outcome:
+def holder(worker: str = "") -> str:
+    """The name a lease is held under: the Celery worker's (``celery@host``), or for a
+    process that is no worker (the CLI, the service without Redis) ``letterpress@host``."""
+    return (worker or f"letterpress@{socket.gethostname()}")[:200]
+
+
+def claim(engine: Engine, settings: Settings, batch_id: int, worker: str = "") -> Claim | Outcome:
     """Lease a pending batch and log its recipients as ``queued``, in one transaction.
+    ``worker`` names the holder (``holder``); the process id is this process's.
 
     An ``Outcome`` (``skipped``) says why the batch is not this worker's to send."""
     token = secrets.token_hex(16)
     at = db.now()
     with engine.begin() as conn:
-        leased = _lease(conn, settings, batch_id, token, at)
+        leased = _lease(conn, settings, batch_id, token, at, holder(worker))
         if isinstance(leased, Outcome):
             return leased
         batch, issue, key = leased
@@ -59,7 +72,7 @@ def claim(engine: Engine, settings: Settings, batch_id: int) -> Claim | Outcome:
 
 
 def _lease(
-    conn: Connection, settings: Settings, batch_id: int, token: str, at: datetime
+    conn: Connection, settings: Settings, batch_id: int, token: str, at: datetime, name: str
 ) -> tuple[Any, Any, str] | Outcome:
     """(batch row, issue row, idempotency key) once leased, or why not."""
     b = db.batches.c
@@ -85,6 +98,8 @@ def _lease(
         .values(
             status=BatchStatus.SENDING,
             lease_token=token,
+            lease_holder=name,
+            lease_pid=os.getpid(),
             idempotency_key=key,
             lease_until=at + timedelta(seconds=settings.lease_seconds),
             attempts=b.attempts + 1,

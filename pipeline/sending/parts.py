@@ -72,16 +72,17 @@ class SendingParts:
         preflight.require(self.settings, "send")
         return Sender(self.engine, self.settings, self.provider, self.limiter)
 
-    def send_batch(self, batch_id: int) -> Outcome:
-        """Send one batch; when the settings make sending impossible, the batch's issue
-        pauses with the reason instead of failing batch after batch."""
+    def send_batch(self, batch_id: int, worker: str = "") -> Outcome:
+        """Send one batch (``worker``: the Celery worker's name, for its lease); when the
+        settings make sending impossible, the batch's issue pauses with the reason
+        instead of failing batch after batch."""
         try:
             sender = self.sender
         except ConfigError as exc:
             log.error("batch %s: %s", batch_id, exc)
             recover.pause_for_configuration(self.engine, batch_id, str(exc))
             return Outcome(batch_id, "released", detail=str(exc))
-        return sender.send_batch(batch_id)
+        return sender.send_batch(batch_id, worker)
 
     def schedule(self, issue_id: int, at: datetime | None, tz: str = "UTC") -> datetime:
         """``issues.schedule``, once the settings can send it."""

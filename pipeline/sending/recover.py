@@ -6,19 +6,29 @@ provider. It goes back to pending (and is sent again with the same idempotency k
 only when the provider honours that key; otherwise it becomes ``ambiguous`` and waits
 for ``reconcile``. Pending batches whose task was lost (a broker restart) are enqueued
 again, and started issues whose preparation never finished are prepared again.
+
+One batch at a time, an operator (the console's batches page, ``letterpress issue
+requeue-batch``, ``reconcile --batch``, ``settle-batch``) does the same by hand:
+``requeue_batch`` sends again a batch whose worker's lease ran out, or one that failed;
+``reconcile_batch`` settles a batch in doubt from the provider's own records;
+``settle_batch`` settles an ambiguous one by the operator's choice. ``reconcile`` does
+the second for every ambiguous batch of an issue.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.audience.subscribers import normalise_email
+from pipeline.errors import NotFound
 from pipeline.sending import issues
-from pipeline.sending.batches import finish_if_done
+from pipeline.sending.batches import count, finish_if_done
+from pipeline.sending.issues import IssueStateError
 from pipeline.sending.providers.base import Provider
 from pipeline.settings import Settings
 from pipeline.statuses import BatchStatus, DeliveryStatus, IssueStatus
@@ -215,11 +225,24 @@ def reconcile(
             out.unknown.append(batch_id)
             continue
         with engine.begin() as conn:
+            if not _still_ambiguous(conn, batch_id):
+                continue  # settled meanwhile (another operator, the batch's own page)
             sent, again = _settle(conn, issue_id, batch_id, known, assume)
         out.sent += sent
         if again:
             out.requeued.append(batch_id)
     return out
+
+
+def _still_ambiguous(conn: Connection, batch_id: int) -> bool:
+    """Lock the ambiguous batch for this transaction (PostgreSQL); False once it is not."""
+    b = db.batches.c
+    found = conn.execute(
+        sa.select(b.id)
+        .where(b.id == batch_id, b.status == BatchStatus.AMBIGUOUS)
+        .with_for_update(of=db.batches)
+    ).first()
+    return found is not None
 
 
 def _ambiguous_batches(engine: Engine, issue_id: int) -> list[tuple[int, str | None, datetime]]:
@@ -332,5 +355,214 @@ def _close(conn: Connection, batch_id: int, at: datetime) -> None:
     conn.execute(
         sa.update(db.batches)
         .where(db.batches.c.id == batch_id)
-        .values(status=BatchStatus.SENT, updated_at=at, error="")
+        # No lease: a worker that comes back late finds the batch is no longer its own.
+        .values(status=BatchStatus.SENT, lease_token=None, updated_at=at, error="")
     )
+
+
+# -- one batch, by an operator -------------------------------------------------------------
+
+
+@dataclass
+class BatchDone:
+    """What an operator's action did to one batch."""
+
+    batch_id: int
+    issue_id: int
+    sent: int = 0  # recipients now counted as sent
+    again: int = 0  # recipients to be sent it again
+    enqueue: list[int] = field(default_factory=list)  # to hand to the queue now
+    unknown: bool = False  # the provider could not say what it accepted
+
+
+def _batch(conn: Connection, issue_id: int, batch_id: int) -> Any:
+    b, i = db.batches.c, db.issues.c
+    row = conn.execute(
+        sa.select(
+            b.id,
+            b.issue_id,
+            b.seq,
+            b.status,
+            b.lease_until,
+            b.idempotency_key,
+            b.updated_at,
+            i.status.label("issue_status"),
+        )
+        .select_from(db.batches.join(db.issues, i.id == b.issue_id))
+        .where(b.id == batch_id, b.issue_id == issue_id)
+        .with_for_update(of=db.batches)
+    ).first()
+    if row is None:
+        raise NotFound(
+            f"issue {issue_id} has no batch {batch_id}"
+            f" (`letterpress issue batches {issue_id}` lists them)"
+        )
+    return row
+
+
+def lease_ran_out(status: str, lease_until: datetime | None, at: datetime) -> bool:
+    """A leased batch whose worker has not renewed its lease in time."""
+    return status == BatchStatus.SENDING and lease_until is not None and lease_until < at
+
+
+def _wrong_state(row: Any, doing: str, allowed: str) -> IssueStateError:
+    return IssueStateError(
+        f"batch {row.id} (seq {row.seq} of issue {row.issue_id}) is {row.status}: only {allowed}"
+        f" can be {doing}"
+    )
+
+
+def _issue_sends(row: Any) -> bool:
+    return bool(row.issue_status == IssueStatus.SENDING)
+
+
+def requeue_batch(
+    engine: Engine, issue_id: int, batch_id: int, idempotent: bool, at: datetime | None = None
+) -> BatchDone:
+    """Send a batch again: one whose worker's lease ran out, or one that failed.
+
+    A leased batch goes back to pending with its idempotency key, as ``sweep`` does for
+    a provider that drops a repeated key; with one that does not, whoever it accepted
+    before the worker stopped gets it twice (reconcile it instead, when the provider
+    keeps records). A failed batch's failed recipients are queued again in it, with a
+    fresh key, and a finished issue goes back to sending. Either way, recipients the log
+    already has as sent or skipped are never sent it again."""
+    at = at or db.now()
+    d, b = db.deliveries.c, db.batches.c
+    with engine.begin() as conn:
+        row = _batch(conn, issue_id, batch_id)
+        if row.issue_status in (IssueStatus.CANCELLED, IssueStatus.DRAFT, IssueStatus.SCHEDULED):
+            raise IssueStateError(
+                f"issue {row.issue_id} is {row.issue_status}: its batches cannot be re-queued"
+            )
+        out = BatchDone(batch_id, int(row.issue_id))
+        if lease_ran_out(row.status, row.lease_until, at):
+            conn.execute(
+                sa.update(db.batches)
+                .where(_still_expired(batch_id, at))
+                .values(
+                    status=BatchStatus.PENDING,
+                    lease_token=None,
+                    lease_until=None,
+                    enqueued_at=None,
+                    updated_at=at,
+                    error="",
+                )
+            )
+            how = "with the same idempotency key" + (
+                "" if idempotent else " (the provider does not drop repeats)"
+            )
+        elif row.status == BatchStatus.FAILED:
+            failed = conn.execute(
+                sa.update(db.deliveries)
+                .where(d.batch_id == batch_id, d.status == DeliveryStatus.FAILED)
+                .values(status=DeliveryStatus.QUEUED, reason=None, updated_at=at)
+            ).rowcount
+            conn.execute(
+                sa.update(db.batches)
+                .where(b.id == batch_id, b.status == BatchStatus.FAILED)
+                .values(
+                    status=BatchStatus.PENDING,
+                    retry=True,
+                    idempotency_key=None,
+                    lease_token=None,
+                    lease_until=None,
+                    enqueued_at=None,
+                    updated_at=at,
+                    error="",
+                )
+            )
+            count(conn, int(row.issue_id), 0, -int(failed), 0)
+            conn.execute(
+                sa.update(db.issues)
+                .where(
+                    db.issues.c.id == row.issue_id,
+                    db.issues.c.status.in_((IssueStatus.SENT, IssueStatus.FAILED)),
+                )
+                .values(
+                    status=IssueStatus.SENDING, finished_at=None, status_reason="", updated_at=at
+                )
+            )
+            how = f"with a new key: {failed} failed recipient(s) queued again"
+        else:
+            raise _wrong_state(row, "re-queued", "a failed batch or one whose lease ran out")
+        out.again = _queued_count(conn, batch_id)
+        issues.event(conn, int(row.issue_id), "warning", f"batch {batch_id} re-queued {how}")
+        status = conn.scalar(sa.select(db.issues.c.status).where(db.issues.c.id == row.issue_id))
+        if status == IssueStatus.SENDING:
+            out.enqueue.append(batch_id)
+    return out
+
+
+def _queued_count(conn: Connection, batch_id: int) -> int:
+    d = db.deliveries.c
+    return int(
+        conn.scalar(
+            sa.select(sa.func.count()).where(
+                d.batch_id == batch_id, d.status == DeliveryStatus.QUEUED
+            )
+        )
+        or 0
+    )
+
+
+def reconcile_batch(
+    engine: Engine,
+    issue_id: int,
+    batch_id: int,
+    provider: Provider,
+    assume: str | None = None,
+    at: datetime | None = None,
+) -> BatchDone:
+    """Settle one batch in doubt from the provider's records: an ambiguous batch, or a
+    leased one whose lease ran out (its worker stopped, perhaps during the provider
+    call). Recipients the provider accepted are marked sent; the rest are sent again.
+    When the provider cannot tell, ``assume`` decides (as ``reconcile``); without it the
+    batch is held as ambiguous for the operator to settle (``settle_batch``)."""
+    if assume not in (None, "sent", "unsent"):
+        raise ValueError("assume is sent or unsent")
+    at = at or db.now()
+    with engine.connect() as conn:
+        row = _batch(conn, issue_id, batch_id)
+        conn.rollback()
+    leased = lease_ran_out(row.status, row.lease_until, at)
+    if row.status != BatchStatus.AMBIGUOUS and not leased:
+        raise _wrong_state(row, "reconciled", "an ambiguous batch or one whose lease ran out")
+    known = _accepted(provider, row.idempotency_key, row.updated_at)  # outside any transaction
+    out = BatchDone(batch_id, int(row.issue_id), unknown=known is None)
+    with engine.begin() as conn:
+        again = _batch(conn, issue_id, batch_id)
+        if (again.status, again.lease_until) != (row.status, row.lease_until):
+            raise IssueStateError(
+                f"batch {batch_id} changed while the provider was asked (it is {again.status}"
+                " now): look at it again"
+            )
+        if leased and not _hold_as_ambiguous(conn, batch_id, int(row.issue_id), at):
+            raise _wrong_state(again, "reconciled", "a batch whose lease ran out")
+        if known is None and assume is None:
+            return out
+        out.sent, resend = _settle(conn, int(row.issue_id), batch_id, known, assume)
+        if resend:
+            out.again = _queued_count(conn, batch_id)
+            if _issue_sends(again):
+                out.enqueue.append(batch_id)
+    return out
+
+
+def settle_batch(engine: Engine, issue_id: int, batch_id: int, choice: str) -> BatchDone:
+    """Settle an ambiguous batch by the operator's choice: ``sent`` (its recipients are
+    counted as sent and not sent it again; some may miss it) or ``unsent`` (they are sent
+    it again; some may get it twice). The provider is not asked."""
+    if choice not in ("sent", "unsent"):
+        raise ValueError("choose sent or unsent")
+    with engine.begin() as conn:
+        row = _batch(conn, issue_id, batch_id)
+        if row.status != BatchStatus.AMBIGUOUS:
+            raise _wrong_state(row, "settled", "an ambiguous batch")
+        out = BatchDone(batch_id, int(row.issue_id))
+        out.sent, resend = _settle(conn, int(row.issue_id), batch_id, None, choice)
+        if resend:
+            out.again = _queued_count(conn, batch_id)
+            if _issue_sends(row):
+                out.enqueue.append(batch_id)
+    return out

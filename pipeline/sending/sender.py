@@ -81,8 +81,9 @@ class Sender:
 
     # The steps, each its own short transaction.
 
-    def send_batch(self, batch_id: int) -> Outcome:
-        claim = lease.claim(self.engine, self.settings, batch_id)
+    def send_batch(self, batch_id: int, worker: str = "") -> Outcome:
+        """Send one batch; ``worker`` is the Celery worker's name, kept with the lease."""
+        claim = lease.claim(self.engine, self.settings, batch_id, worker)
         if isinstance(claim, Outcome):
             return claim
         if not claim.recipients:

@@ -190,6 +190,9 @@ batches = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("lease_token", sa.String(40)),
     sa.Column("lease_until", UTCDateTime),
+    # Who holds the lease (or last held it): the worker's name and process id.
+    sa.Column("lease_holder", sa.String(200)),
+    sa.Column("lease_pid", sa.Integer),
     sa.Column("idempotency_key", sa.String(80)),
     sa.Column("provider_id", sa.String(200)),
     sa.Column("error", sa.Text, nullable=False, server_default=""),

@@ -11,6 +11,7 @@
     articles.py the articles, their problems and engagement
     compose.py  the issues, and composing a draft with its preview
     issue.py    one issue: test, schedule, steer, watch it go, its report
+    batches.py  a send's batches, and re-queueing, reconciling, settling one
     operations.py  the operators' dashboard: queues, workers, sends, errors
     views.py    templates (``templates/console/``), headers, the sections
 
@@ -31,6 +32,7 @@ from pipeline.web.console import (
     articles,
     audit,
     auth,
+    batches,
     compose,
     csrf,
     home,
@@ -126,6 +128,7 @@ for part in (
     users.router,
     audit.router,
     issue.router,
+    batches.router,
     articles.router,
     compose.router,
     operations.router,

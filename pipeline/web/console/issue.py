@@ -168,7 +168,10 @@ def _found(svc: Service, issue_id: int, session: Session) -> Issue:
 def _controls(session: Session) -> dict[str, Any]:
     role = session.user.role
     return {
-        "may": {a.value: can(role, a) for a in (Action.TEST, Action.SCHEDULE, Action.STEER)},
+        "may": {
+            a.value: can(role, a)
+            for a in (Action.TEST, Action.SCHEDULE, Action.STEER, Action.WATCH)
+        },
         "why": {a.value: why_not(role, a) for a in (Action.TEST, Action.SCHEDULE, Action.STEER)},
     }
 
