@@ -11,6 +11,7 @@
     articles.py the articles, their problems and engagement
     compose.py  the issues, and composing a draft with its preview
     issue.py    one issue: test, schedule, steer, watch it go, its report
+    subscribers.py  search subscribers, one's history, edit, export, erase; suppressions
     views.py    templates (``templates/console/``), headers, the sections
 
 Every page is escaped Jinja2 with a strict Content-Security-Policy (scripts from this
@@ -35,6 +36,7 @@ from pipeline.web.console import (
     home,
     issue,
     signin,
+    subscribers,
     totp,
     users,
     views,
@@ -126,6 +128,7 @@ for part in (
     issue.router,
     articles.router,
     compose.router,
+    subscribers.router,
 ):
     signed.include_router(part)
 

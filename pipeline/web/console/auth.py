@@ -43,6 +43,7 @@ DOING = {
     Action.TEST: "send test emails",
     Action.SCHEDULE: "schedule issues",
     Action.STEER: "pause, resume, cancel or retry sending",
+    Action.SUBSCRIBERS: "look after subscribers",
     Action.MANAGE_USERS: "manage users",
 }
 
