@@ -264,12 +264,19 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
 
 
-def search(engine: Engine, wanted: Search, after: str = "", limit: int = SEARCH_PAGE) -> Found:
-    """One page of the subscribers ``wanted`` describes, after ``after`` (the ``next`` of
-    the page before; "" for the first). ValueError for a search or ``after`` that makes
-    no sense, and for a list that does not exist."""
+def search_query(
+    conn: Connection, wanted: Search, after: str = "", limit: int = SEARCH_PAGE
+) -> sa.Select[Any]:
+    """The SELECT of ``search`` (``limit`` + 1 rows, to tell whether a page follows),
+    for it and for looking at its plan (``bench/console.py --explain``).
+
+    With a list and no address, the memberships' key (list, subscriber) gives the page
+    in id order: a list of a few members among a million is a short range of it, where
+    going down the subscribers' ids would look at every one."""
     wanted = wanted.checked()
     query = sa.select(*SUMMARY).limit(limit + 1)
+    on = None if wanted.list_name is None else list_id(conn, wanted.list_name)
+    key = S.id
     if wanted.by_address:
         low, high = prefix_range(wanted.address)
         query = query.where(S.email >= low).order_by(S.email)
@@ -280,22 +287,32 @@ def search(engine: Engine, wanted: Search, after: str = "", limit: int = SEARCH_
     else:
         if wanted.address:
             query = query.where(S.email == wanted.address)
+        if on is not None:
+            query = query.join(db.memberships, sa.and_(M.subscriber_id == S.id, M.list_id == on))
+            key = M.subscriber_id
         if after:
             if not after.isdigit() or int(after) > db.MAX_ID:
                 raise ValueError(f"{after[:40]!r} is not where a page of subscribers starts")
-            query = query.where(S.id < int(after))
-        query = query.order_by(S.id.desc())
+            query = query.where(key < int(after))
+        query = query.order_by(key.desc())
+    if on is not None and wanted.by_address:
+        query = query.where(sa.exists().where(M.subscriber_id == S.id, M.list_id == on))
     if wanted.status is not None:
         query = query.where(S.status == wanted.status)
     if wanted.joined_from is not None:
         query = query.where(S.created_at >= _day_start(wanted.joined_from))
     if wanted.joined_to is not None:
         query = query.where(S.created_at < _day_start(wanted.joined_to + timedelta(days=1)))
+    return query
+
+
+def search(engine: Engine, wanted: Search, after: str = "", limit: int = SEARCH_PAGE) -> Found:
+    """One page of the subscribers ``wanted`` describes, after ``after`` (the ``next`` of
+    the page before; "" for the first). ValueError for a search or ``after`` that makes
+    no sense, and for a list that does not exist."""
+    wanted = wanted.checked()
     with engine.connect() as conn:
-        if wanted.list_name is not None:
-            on = list_id(conn, wanted.list_name)
-            query = query.where(sa.exists().where(M.subscriber_id == S.id, M.list_id == on))
-        rows = conn.execute(query).all()
+        rows = conn.execute(search_query(conn, wanted, after, limit)).all()
         shown = rows[:limit]
         names = _list_names(conn, [int(r.id) for r in shown])
     items = [Summary(**_summary(r, names.get(int(r.id), ()))) for r in shown]
@@ -444,16 +461,19 @@ def suppressed(
         if status not in kinds:
             raise ValueError(f"{status!r} is not a suppression: choose bounced or complained")
         kinds = [SubscriberStatus(status)]
-    query = (
-        sa.select(S.id, S.email, S.status, S.status_changed_at)
-        .where(S.status.in_(kinds))
-        .order_by(S.id.desc())
-        .limit(limit + 1)
-    )
-    if after:
-        query = query.where(S.id < after)
     with engine.connect() as conn:
-        rows = conn.execute(query).all()[: limit + 1]
+        rows: list[Any] = []
+        for kind in kinds:  # one range of ix_subscribers_status_id each, however few
+            query = (
+                sa.select(S.id, S.email, S.status, S.status_changed_at)
+                .where(S.status == kind)
+                .order_by(S.id.desc())
+                .limit(limit + 1)
+            )
+            if after:
+                query = query.where(S.id < after)
+            rows += conn.execute(query).all()
+        rows = sorted(rows, key=lambda r: int(r.id), reverse=True)[: limit + 1]
         shown = rows[:limit]
         reasons: dict[int, str] = {}
         if shown:
