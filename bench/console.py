@@ -779,6 +779,12 @@ def newest(n: int, rule: Callable[[int], bool]) -> int:
     return next(i for i in range(n, 0, -1) if rule(i))
 
 
+def signup_cursor(seeded: Seeded, i: int) -> str:
+    """The ``after`` of a page of the search by signup date that ends at subscriber i."""
+    signed_up = seeded.signups_from + timedelta(seconds=SIGNUP_SECONDS * i)
+    return f"{(signed_up - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)}-{i}"
+
+
 def subscriber_pages(seeded: Seeded) -> list[Page]:
     """The subscribers' search, one subscriber's page and the suppressions (issue 12),
     each with what it must show by the seeding rules."""
@@ -845,6 +851,13 @@ def subscriber_pages(seeded: Seeded) -> list[Page]:
             "GET",
             f"/admin/subscribers?from={day}&to={day}&status=complained",
             [f"reader{complained_that_day}@example.com</a>"],
+        ),
+        Page(
+            "search: signup date, deep page",
+            "GET",
+            f"/admin/subscribers?from={seeded.signups_from.date()}"
+            f"&after={signup_cursor(seeded, mid)}",
+            [f"reader{mid - 1}@example.com</a>", "further on"],
         ),
         Page(
             "search: signup date, none",
@@ -916,6 +929,14 @@ def explain(url: str, seeded: Seeded) -> None:
                     ).date(),
                     status="complained",
                 ),
+            ),
+        ),
+        (
+            "signup date, deep page",
+            lambda: directory.search(
+                engine,
+                search(joined_from=seeded.signups_from.date()),
+                signup_cursor(seeded, n // 2),
             ),
         ),
         (

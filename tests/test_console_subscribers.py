@@ -126,6 +126,13 @@ def test_the_search_by_address_status_list_and_signup_date_a_page_at_a_time(
     seeded_day = (datetime.now(UTC) - timedelta(hours=1)).date().isoformat()
     joined = browser.get(f"/admin/subscribers?from={seeded_day}&to={today}&q=reader120")
     assert addresses(joined.text) == ["reader120@example.com"]
+    by_signup: list[str] = []
+    url = f"/admin/subscribers?from={seeded_day}&to={today}"
+    while url is not None:  # newest signup first; the seeded ones signed up together
+        page = browser.get(url)
+        by_signup += addresses(page.text)
+        url = next_page(page.text)
+    assert by_signup == ["ann@example.org"] + [f"reader{i}@example.com" for i in range(120, 0, -1)]
 
     # With htmx: the results alone.
     fragment = browser.get("/admin/subscribers?q=ann", headers=HTMX)
@@ -141,6 +148,7 @@ def test_the_search_by_address_status_list_and_signup_date_a_page_at_a_time(
         (f"from={tomorrow}&to={today}", "The signup dates run backwards"),
         ("status=lost", "Status: choose one of"),
         ("after=abc", "'abc' is not where a page of subscribers starts"),
+        (f"from={today}&after=12", "'12' is not where a page of subscribers starts"),
     ):
         refused = browser.get(f"/admin/subscribers?{query}")
         assert refused.status_code == 400, query

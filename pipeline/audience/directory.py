@@ -5,12 +5,12 @@ their recent events, and the small look-ups a page needs (an address, a list's n
 The console's search (``search``) finds subscribers by address (a prefix, or the exact
 address), status, list and signup date, a page at a time and never by OFFSET: by
 address in address order, each page after the last address shown (a prefix is a range
-of the unique index on ``email``, which compares byte by byte on both databases);
-otherwise newest first, each page before the last id shown (``ix_subscribers_status_id``
-for one status, ``ix_subscribers_created_at`` for a signup date, the memberships' key
-for a list). ``profile`` is one subscriber with their whole history, gathered from
-their events, deliveries, provider reports and clicks; ``suppressed`` the addresses
-that bounced or complained, with the reason and the date.
+of the unique index on ``email``, which compares byte by byte on both databases); by a
+signup date, newest signup first (``ix_subscribers_created_at_id``); otherwise newest
+first, each page before the last id shown (``ix_subscribers_status_id`` for one status,
+the memberships' key for a list). ``profile`` is one subscriber with their whole
+history, gathered from their events, deliveries, provider reports and clicks;
+``suppressed`` the addresses that bounced or complained, with the reason and the date.
 
 Nothing here changes anything; changes are in ``pipeline.audience.changes`` (editors)
 and ``pipeline.audience.consent`` (the subscribers themselves).
@@ -264,38 +264,65 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
 
 
+def _cursor(after: str, by_signup: bool) -> tuple[datetime, int] | int:
+    """The ``after`` of a page in id order (an id), or in signup order (microseconds
+    since 1970 and an id: ``1733140800000000-42``); a ValueError for anything else."""
+    moment, _, sid = after.rpartition("-") if by_signup else ("", "", after)
+    if not sid.isdigit() or int(sid) > db.MAX_ID or (by_signup and not moment.isdigit()):
+        raise ValueError(f"{after[:40]!r} is not where a page of subscribers starts")
+    if not by_signup:
+        return int(sid)
+    try:
+        return EPOCH + timedelta(microseconds=int(moment)), int(sid)
+    except OverflowError:
+        raise ValueError(f"{after[:40]!r} is not where a page of subscribers starts") from None
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _signup_cursor(item: Summary) -> str:
+    return f"{(item.created_at - EPOCH) // timedelta(microseconds=1)}-{item.id}"
+
+
 def search_query(
     conn: Connection, wanted: Search, after: str = "", limit: int = SEARCH_PAGE
 ) -> sa.Select[Any]:
     """The SELECT of ``search`` (``limit`` + 1 rows, to tell whether a page follows),
     for it and for looking at its plan (``bench/console.py --explain``).
 
-    With a list and no address, the memberships' key (list, subscriber) gives the page
-    in id order: a list of a few members among a million is a short range of it, where
-    going down the subscribers' ids would look at every one."""
+    The order is the one an index gives, so a page reads about ``limit`` entries of it:
+    by address, the unique index on ``email``; with a signup date, newest signup first
+    (``ix_subscribers_created_at_id``); with a list alone, down the memberships' key
+    (list, subscriber), where a list of a few members among a million is a short range;
+    otherwise newest id first (the key, or ``ix_subscribers_status_id`` for a status).
+    """
     wanted = wanted.checked()
     query = sa.select(*SUMMARY).limit(limit + 1)
     on = None if wanted.list_name is None else list_id(conn, wanted.list_name)
-    key = S.id
+    dated = wanted.joined_from is not None or wanted.joined_to is not None
     if wanted.by_address:
         low, high = prefix_range(wanted.address)
-        query = query.where(S.email >= low).order_by(S.email)
+        # One lower bound, the higher: given both, a planner may seek to the lower one.
+        query = query.where(S.email > after if after >= low else S.email >= low)
         if high is not None:
             query = query.where(S.email < high)
+        query = query.order_by(S.email)
+    elif dated and not wanted.address:
         if after:
-            query = query.where(S.email > after)
+            query = query.where(sa.tuple_(S.created_at, S.id) < _cursor(after, True))
+        query = query.order_by(S.created_at.desc(), S.id.desc())
     else:
+        key = S.id
         if wanted.address:
             query = query.where(S.email == wanted.address)
-        if on is not None:
+        elif on is not None and wanted.status is None:
             query = query.join(db.memberships, sa.and_(M.subscriber_id == S.id, M.list_id == on))
-            key = M.subscriber_id
+            key, on = M.subscriber_id, None
         if after:
-            if not after.isdigit() or int(after) > db.MAX_ID:
-                raise ValueError(f"{after[:40]!r} is not where a page of subscribers starts")
-            query = query.where(key < int(after))
+            query = query.where(key < _cursor(after, False))
         query = query.order_by(key.desc())
-    if on is not None and wanted.by_address:
+    if on is not None:
         query = query.where(sa.exists().where(M.subscriber_id == S.id, M.list_id == on))
     if wanted.status is not None:
         query = query.where(S.status == wanted.status)
@@ -318,7 +345,12 @@ def search(engine: Engine, wanted: Search, after: str = "", limit: int = SEARCH_
     items = [Summary(**_summary(r, names.get(int(r.id), ()))) for r in shown]
     if len(rows) <= limit:
         return Found(items, None)
-    return Found(items, items[-1].email if wanted.by_address else str(items[-1].id))
+    last = items[-1]
+    if wanted.by_address:
+        return Found(items, last.email)
+    if wanted.address or (wanted.joined_from is None and wanted.joined_to is None):
+        return Found(items, str(last.id))
+    return Found(items, _signup_cursor(last))
 
 
 def all_lists(engine: Engine) -> list[str]:

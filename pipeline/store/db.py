@@ -116,7 +116,7 @@ subscribers = sa.Table(
     sa.Index(None, "status", "confirmed_at"),
     # The console's search (migration 0007): one status, newest first; a signup date.
     sa.Index(None, "status", "id"),
-    sa.Index(None, "created_at"),
+    sa.Index(None, "created_at", "id"),
 )
 
 memberships = sa.Table(

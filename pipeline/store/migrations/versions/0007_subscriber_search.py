@@ -6,7 +6,8 @@
   collation (``en_US.UTF-8`` would order ``ann-b`` between ``annb`` and ``annc``, and a
   prefix would not be a range).
 - ``ix_subscribers_status_id``: a page of one status, newest first, from the index.
-- ``ix_subscribers_created_at``: a page of those who signed up in a date range.
+- ``ix_subscribers_created_at_id``: a page of those who signed up in a date range,
+  newest signup first, from the index.
 - ``ix_deliveries_subscriber_id`` and ``ix_provider_events_subscriber_id``: one
   subscriber's deliveries and provider reports (their page's history, their data export,
   their erasure) without reading every delivery of every issue.
@@ -30,7 +31,7 @@ depends_on = None
 
 INDEXES = (
     ("ix_subscribers_status_id", "subscribers", ["status", "id"]),
-    ("ix_subscribers_created_at", "subscribers", ["created_at"]),
+    ("ix_subscribers_created_at_id", "subscribers", ["created_at", "id"]),
     ("ix_deliveries_subscriber_id", "deliveries", ["subscriber_id"]),
     ("ix_provider_events_subscriber_id", "provider_events", ["subscriber_id"]),
 )
