@@ -164,6 +164,11 @@ def test_the_search_by_address_status_list_and_signup_date_a_page_at_a_time(
     assert rows[1].split()[:2] == ["reader5@example.com", "bounced"]
     assert "550 5.1.1 no such mailbox" in rows[1]
     assert today.isoformat() in rows[1]
+    first_one = directory.suppressed(svc.engine, limit=1)  # a page of one: the newest
+    assert [s.email for s in first_one.items] == ["reader6@example.com"]
+    assert first_one.next == first_one.items[0].id
+    older = browser.get(f"/admin/suppressions?after={first_one.next}")
+    assert addresses(older.text) == ["reader5@example.com"] and "The newest" in older.text
     bounced = browser.get("/admin/suppressions?status=bounced")
     assert addresses(bounced.text) == ["reader5@example.com"]
     wrong = browser.get("/admin/suppressions?status=active")

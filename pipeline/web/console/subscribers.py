@@ -192,6 +192,7 @@ def _subscriber_page(
         profile=found,
         s=found.subscriber,
         statuses=list(SubscriberStatus),
+        history_max=directory.HISTORY_MAX,
         message=message,
         error=error,
     )
