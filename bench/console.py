@@ -7,7 +7,7 @@ under 300 ms.
 
     .venv/bin/python bench/console.py [--database sqlite|postgresql|both]
         [--subscribers 1000000] [--requests 60] [--warmup 3] [--issues 200]
-        [--small-deliveries 20000] [--postgres URL] [--keep]
+        [--small-deliveries 20000] [--postgres URL] [--keep] [--explain]
     .venv/bin/python bench/console.py --subscribers 20000 --requests 10   # a quick check
 
 Per database: a fresh, migrated database (a SQLite file under ``bench/.work/console/``,
@@ -32,6 +32,14 @@ every page once, in an order that rotates each round, ``--requests`` rounds; the
 gives p50, p95 and max per page (client-side wall time over loopback, keep-alive), the
 ``/healthz`` baseline of the same run, the load average before and after, and MET /
 NOT MET per page.
+
+The subscribers' pages (issue 12) are among them: the search's first page, a prefix
+(sparse and dense), the exact address, status with a list (some matches, and none:
+the worst case, every complained subscriber looked at), a signup date that matches
+nobody, a deep keyset page by id and by address, a subscriber's page with their
+history, and the suppression list. ``--explain`` prints, before the measuring, the
+plan of every SELECT those pages' domain functions run (``EXPLAIN QUERY PLAN`` on
+SQLite, ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL), captured as they run.
 """
 
 from __future__ import annotations
@@ -47,8 +55,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from pipeline.audience import tracking  # noqa: E402
+from pipeline.audience import directory, tracking  # noqa: E402
 from pipeline.people import audit, users  # noqa: E402
 from pipeline.sending import drafts, issues, outcome, reports  # noqa: E402
 from pipeline.sending.batches import VARIANT, WEB_VARIANT  # noqa: E402
@@ -154,6 +163,19 @@ FEEDBACK_SQL = (
 )
 
 
+SIGNUP_SECONDS = 30  # one subscriber signed up every 30 s: a million over 347 days
+TINY = 20  # the members of the list "tiny": every (N / 20)th subscriber
+
+
+def tiny_every(n: int) -> int:
+    return max(1, n // TINY)
+
+
+# The subscriber whose page is measured: in the full-size issue, two clicks, and in
+# older issues too (active, so no events of leaving).
+PROFILED = 9300
+
+
 def clicks_of(i: int) -> int:
     """Clicks by a subscriber who was sent the issue: 3.2 % click, a third of them twice."""
     return (1 if i % 31 == 0 else 0) + (1 if i % 93 == 0 else 0)
@@ -200,6 +222,7 @@ class Seeded:
     deliveries: int
     clicks: int
     audit: int
+    signups_from: datetime  # subscriber i signed up SIGNUP_SECONDS * i after this
     expected: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -233,13 +256,20 @@ def seed(url: str, config: Path, n: int, sent_issues: int, small_size: int) -> S
         clock[what] = time.perf_counter() - started
         return time.perf_counter()
 
+    # Signed up one every SIGNUP_SECONDS, from long ago on (the search filters on it).
+    signed_up = (
+        f"CAST(:at AS TIMESTAMP) + i * INTERVAL '{SIGNUP_SECONDS} seconds'"
+        if pg
+        else f"strftime('%Y-%m-%d %H:%M:%S', :at, '+' || (i * {SIGNUP_SECONDS}) || ' seconds')"
+        " || '.000000'"
+    )
     t = time.perf_counter()
     with engine.begin() as conn:
-        main, deals = (
+        main, deals, tiny = (
             conn.execute(
                 sa.insert(db.lists).values(name=name, created_at=long_ago).returning(db.lists.c.id)
             ).scalar_one()
-            for name in ("main", "deals")
+            for name in ("main", "deals", "tiny")
         )
         conn.execute(
             sa.text(
@@ -249,7 +279,7 @@ def seed(url: str, config: Path, n: int, sent_issues: int, small_size: int) -> S
                 " CASE i % 4 WHEN 0 THEN 'UTC' WHEN 1 THEN 'Europe/London'"
                 " WHEN 2 THEN 'America/New_York' ELSE 'Asia/Tokyo' END,"
                 f" {attributes},"
-                " :at, CASE WHEN i % 100 >= 98 THEN NULL ELSE :at END, :at, :at"
+                f" {signed_up}, CASE WHEN i % 100 >= 98 THEN NULL ELSE :at END, :at, :at"
                 f" FROM {numbers(conn, 1, n)}"
             ).bindparams(at)
         )
@@ -259,7 +289,11 @@ def seed(url: str, config: Path, n: int, sent_issues: int, small_size: int) -> S
                 " FROM subscribers"
             )
         t = lap("subscribers", t)
-        for list_id, where in ((main, ""), (deals, " WHERE id % 5 = 0")):
+        for list_id, where in (
+            (main, ""),
+            (deals, " WHERE id % 5 = 0"),
+            (tiny, f" WHERE id % {tiny_every(n)} = 0"),
+        ):
             conn.execute(
                 sa.text(
                     "INSERT INTO memberships (list_id, subscriber_id, created_at)"
@@ -496,6 +530,7 @@ def seed(url: str, config: Path, n: int, sent_issues: int, small_size: int) -> S
         deliveries=deliveries,
         clicks=clicks,
         audit=audits,
+        signups_from=long_ago,
         seconds=clock,
     )
     seeded.expected = expected(n, *ranges[seeded.full], *ranges[seeded.small])
@@ -759,6 +794,7 @@ def pages(seeded: Seeded, csrf: str) -> list[Page]:
             data=compose,
             headers={**post, "HX-Request": "true"},
         ),
+        *subscriber_pages(seeded),
         Page(
             "schedule review (POST)",
             "POST",
@@ -768,6 +804,217 @@ def pages(seeded: Seeded, csrf: str) -> list[Page]:
             headers=post,
         ),
     ]
+
+
+def newest(n: int, rule: Callable[[int], bool]) -> int:
+    """The highest subscriber id up to ``n`` that ``rule`` holds for."""
+    return next(i for i in range(n, 0, -1) if rule(i))
+
+
+def signup_cursor(seeded: Seeded, i: int) -> str:
+    """The ``after`` of a page of the search by signup date that ends at subscriber i."""
+    signed_up = seeded.signups_from + timedelta(seconds=SIGNUP_SECONDS * i)
+    return f"{(signed_up - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)}-{i}"
+
+
+def subscriber_pages(seeded: Seeded) -> list[Page]:
+    """The subscribers' search, one subscriber's page and the suppressions (issue 12),
+    each with what it must show by the seeding rules."""
+    n = seeded.subscribers
+    mid = n // 2
+    bounced_deal = newest(n, lambda i: status_of(i) == "bounced" and i % 5 == 0)
+    suppressed = newest(n, lambda i: status_of(i) in ("bounced", "complained"))
+    prefix = str(n // 81)[:5]  # a prefix of a few addresses: reader12345 of a million
+    sparse = sorted(f"reader{i}@example.com" for i in range(1, n + 1) if str(i).startswith(prefix))
+    dense = min(f"reader{i}@example.com" for i in range(1, n + 1))
+    after = f"reader{mid}@example.com"
+    deep = min(e for e in (f"reader{i}@example.com" for i in range(1, n + 1)) if e > after)
+    profiled = min(PROFILED, n - n % 100)
+    tiny = n - n % tiny_every(n)
+    # The day (UTC) the middle subscriber signed up, and who signed up that day.
+    day = (seeded.signups_from + timedelta(seconds=SIGNUP_SECONDS * mid)).date()
+    start = datetime.combine(day, datetime.min.time(), UTC)
+    first_second = (start - seeded.signups_from).total_seconds()
+    that_day = range(
+        max(1, int(first_second // SIGNUP_SECONDS) + 1),
+        min(n, int((first_second + 86400) // SIGNUP_SECONDS)) + 1,
+    )
+    complained_that_day = max(i for i in that_day if status_of(i) == "complained")
+    return [
+        Page("subscribers", "GET", "/admin/subscribers", [f"reader{n}@example.com</a>"]),
+        Page(
+            "search: prefix",
+            "GET",
+            f"/admin/subscribers?q=reader{prefix}",
+            [f"{sparse[0]}</a>", f"{sparse[-1]}</a>", f"{len(sparse)} subscribers"],
+        ),
+        Page(
+            "search: prefix (dense)",
+            "GET",
+            "/admin/subscribers?q=reader",
+            [f"{dense}</a>", 'id="next-page"'],
+        ),
+        Page(
+            "search: exact address",
+            "GET",
+            f"/admin/subscribers?q=reader{mid}@example.com&match=exact",
+            [f"reader{mid}@example.com</a>", "1 subscriber<"],
+        ),
+        Page(
+            "search: status + list",
+            "GET",
+            "/admin/subscribers?status=bounced&list=deals",
+            [f"reader{bounced_deal}@example.com</a>", 'id="next-page"'],
+        ),
+        Page(
+            "search: status + list, none",
+            "GET",
+            "/admin/subscribers?status=complained&list=deals",
+            ["Nobody matches"],
+        ),
+        Page(
+            "search: small list",
+            "GET",
+            "/admin/subscribers?list=tiny",
+            [f"reader{tiny}@example.com</a>", f"{n // tiny_every(n)} subscribers"],
+        ),
+        Page(
+            "search: signup day + status",
+            "GET",
+            f"/admin/subscribers?from={day}&to={day}&status=complained",
+            [f"reader{complained_that_day}@example.com</a>"],
+        ),
+        Page(
+            "search: signup date, deep page",
+            "GET",
+            f"/admin/subscribers?from={seeded.signups_from.date()}"
+            f"&after={signup_cursor(seeded, mid)}",
+            [f"reader{mid - 1}@example.com</a>", "further on"],
+        ),
+        Page(
+            "search: signup date, none",
+            "GET",
+            f"/admin/subscribers?from={db.now().date().isoformat()}",
+            ["Nobody matches"],
+        ),
+        Page(
+            "search: deep page (id)",
+            "GET",
+            f"/admin/subscribers?after={mid + 1}",
+            [f"reader{mid}@example.com</a>", "further on"],
+        ),
+        Page(
+            "search: deep page (address)",
+            "GET",
+            f"/admin/subscribers?q=reader&after=reader{mid}%40example.com",
+            [f"{deep}</a>"],
+        ),
+        Page(
+            "subscriber",
+            "GET",
+            f"/admin/subscribers/{profiled}",
+            [
+                f"<h1>reader{profiled}@example.com</h1>",
+                'class="h-click"',
+                'class="h-delivery"',
+                'class="h-report"',
+            ],
+        ),
+        Page("suppressions", "GET", "/admin/suppressions", [f"reader{suppressed}@example.com"]),
+    ]
+
+
+def explain(url: str, seeded: Seeded) -> None:
+    """The plan of every SELECT the subscribers' pages run, captured as they run."""
+    engine = db.engine(url)
+    n = seeded.subscribers
+    search = directory.Search
+    cases: list[tuple[str, Callable[[], object]]] = [
+        ("first page", lambda: directory.search(engine, search())),
+        ("prefix", lambda: directory.search(engine, search(address="reader12345"))),
+        ("prefix (dense)", lambda: directory.search(engine, search(address="reader"))),
+        (
+            "exact",
+            lambda: directory.search(
+                engine, search(address=f"reader{n // 2}@example.com", exact=True)
+            ),
+        ),
+        (
+            "status + list",
+            lambda: directory.search(engine, search(status="bounced", list_name="deals")),
+        ),
+        (
+            "status + list, none",
+            lambda: directory.search(engine, search(status="complained", list_name="deals")),
+        ),
+        ("small list", lambda: directory.search(engine, search(list_name="tiny"))),
+        (
+            "signup day + status",
+            lambda: directory.search(
+                engine,
+                search(
+                    joined_from=(
+                        seeded.signups_from + timedelta(seconds=SIGNUP_SECONDS * (n // 2))
+                    ).date(),
+                    joined_to=(
+                        seeded.signups_from + timedelta(seconds=SIGNUP_SECONDS * (n // 2))
+                    ).date(),
+                    status="complained",
+                ),
+            ),
+        ),
+        (
+            "signup date, deep page",
+            lambda: directory.search(
+                engine,
+                search(joined_from=seeded.signups_from.date()),
+                signup_cursor(seeded, n // 2),
+            ),
+        ),
+        (
+            "signup date, none",
+            lambda: directory.search(engine, search(joined_from=db.now().date())),
+        ),
+        ("deep page (id)", lambda: directory.search(engine, search(), str(n // 2 + 1))),
+        (
+            "deep page (address)",
+            lambda: directory.search(
+                engine, search(address="reader"), f"reader{n // 2}@example.com"
+            ),
+        ),
+        ("subscriber", lambda: directory.profile(engine, min(PROFILED, n - n % 100))),
+        ("suppressions", lambda: directory.suppressed(engine)),
+    ]
+    sqlite = engine.dialect.name == "sqlite"
+    prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
+    for name, call in cases:
+        captured: list[tuple[str, Any]] = []
+
+        def grab(
+            _conn: Any,
+            _cursor: Any,
+            statement: str,
+            parameters: Any,
+            *_: Any,
+            into: list[tuple[str, Any]] = captured,
+        ) -> None:
+            if statement.lstrip().upper().startswith("SELECT"):
+                into.append((statement, parameters))
+
+        sa.event.listen(engine, "before_cursor_execute", grab)
+        try:
+            call()
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", grab)
+        print(f"\n  -- {name}")
+        with engine.connect() as conn:
+            for statement, parameters in captured:
+                where = " ".join(statement.split())
+                where = where[where.find(" FROM ") :][:150]
+                print(f"    {where}")
+                for row in conn.exec_driver_sql(prefix + statement, parameters):
+                    print(f"      {row[-1]}")
+            conn.rollback()
 
 
 def request(browser: requests.Session, url: str, page: Page) -> tuple[float, requests.Response]:
@@ -879,6 +1126,8 @@ def bench_database(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             " clicks, failures, issues, audit log",
             flush=True,
         )
+        if args.explain:
+            explain(url, seeded)
         env = clean_env()
         env.update(LETTERPRESS_SECRET_KEY=SECRET, DATABASE_URL=url, LETTERPRESS_CONFIG=str(config))
         env["PYTHONPATH"] = str(ROOT)  # the service runs the code of this tree
@@ -929,6 +1178,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the database and run folder")
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    parser.add_argument(
+        "--explain", action="store_true", help="print the plans of the subscribers' pages"
+    )
     args = parser.parse_args(argv)
     if args.small_deliveries is None:
         args.small_deliveries = max(1, args.subscribers // 50)

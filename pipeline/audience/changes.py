@@ -4,7 +4,7 @@ add``) or the admin API (``POST`` and ``PATCH /api/admin/subscribers``).
 Each change is one function here, whichever edge asks for it, so the same change is
 checked the same way and leaves the same ``subscriber_events`` row: ``added`` for a new
 subscriber, ``changed`` for anything else. ``via`` names the edge (``COMMAND_LINE``,
-``ADMIN_API``) and opens the event's detail; the rest of the detail says what changed::
+``ADMIN_API``, ``CONSOLE``) and opens the event's detail; the rest of the detail says what changed::
 
     added    admin API, active; lists: weekly
     changed  command line: joined offers
@@ -33,6 +33,7 @@ from pipeline.store import db
 
 COMMAND_LINE = "command line"
 ADMIN_API = "admin API"
+CONSOLE = "console"
 
 S = db.subscribers.c
 M = db.memberships.c

@@ -310,12 +310,19 @@ def update_preferences(
 # -- their data (GDPR) ----------------------------------------------------------------------
 
 
-def export(engine: Engine, subscriber_id: int) -> dict[str, Any]:
-    """Everything held about the subscriber, as JSON-ready data (the right of access)."""
+def export(engine: Engine, subscriber_id: int, via: str | None = None) -> dict[str, Any]:
+    """Everything held about the subscriber, as JSON-ready data (the right of access).
+    With ``via`` (who asked: ``link``, ``console``), the export is recorded first as an
+    ``exported`` event, which it then includes."""
 
     def iso(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
 
+    if via is not None:
+        with engine.begin() as conn:
+            if conn.scalar(sa.select(S.id).where(S.id == subscriber_id)) is None:
+                raise NotFound(f"no subscriber with id {subscriber_id}")
+            event(conn, subscriber_id, "exported", via)
     with engine.connect() as conn:
         row = conn.execute(sa.select(db.subscribers).where(S.id == subscriber_id)).first()
         if row is None:

@@ -29,7 +29,7 @@ class Action(StrEnum):
     TEST = "test"  # send a test email
     SCHEDULE = "schedule"
     STEER = "steer"  # pause, resume, cancel, retry a send
-    WATCH = "watch"  # the operators' dashboard, a send's batches, the suppression list
+    WATCH = "watch"  # the operators' dashboard, a send's batches
     RECONCILE = "reconcile"  # re-queue, reconcile and settle a send's batches
     SUBSCRIBERS = "subscribers"  # search, edit and erase subscribers; import and export
     MANAGE_USERS = "manage_users"

@@ -78,6 +78,9 @@ metadata = sa.MetaData(
 )
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite's rowid alias
 MAX_ID = 2**63 - 1  # the largest id either database stores
+# Addresses compare byte by byte (code point order) on both databases: SQLite's BINARY,
+# PostgreSQL's "C" whatever the database's collation, so a prefix is an index range.
+EMAIL = sa.String(320).with_variant(sa.String(320, collation="C"), "postgresql")
 
 # What the provider reported after accepting a message, weakest first: a later, weaker
 # report never overwrites a stronger one.
@@ -95,7 +98,8 @@ subscribers = sa.Table(
     "subscribers",
     metadata,
     sa.Column("id", ID, primary_key=True),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    # Byte order on both databases (migration 0007): a prefix is a range of the index.
+    sa.Column("email", EMAIL, nullable=False, unique=True),
     sa.Column("name", sa.String(200), nullable=False, server_default=""),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("time_zone", sa.String(64), nullable=False, server_default="UTC"),
@@ -111,6 +115,9 @@ subscribers = sa.Table(
     sa.Column("soft_bounces", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint(check("status", SubscriberStatus), name="status"),
     sa.Index(None, "status", "confirmed_at"),
+    # The console's search (migration 0007): one status, newest first; a signup date.
+    sa.Index(None, "status", "id"),
+    sa.Index(None, "created_at", "id"),
 )
 
 memberships = sa.Table(
@@ -220,6 +227,8 @@ deliveries = sa.Table(
     sa.Index(None, "batch_id"),
     # With the feedback, an issue's report counts its deliveries from the index alone.
     sa.Index(None, "issue_id", "status", "feedback"),
+    # One subscriber's deliveries: their history, export and erasure (migration 0007).
+    sa.Index(None, "subscriber_id"),
     sa.CheckConstraint(check("status", DeliveryStatus), name="status"),
 )
 
@@ -293,6 +302,7 @@ provider_events = sa.Table(
     sa.Column("subscriber_id", sa.BigInteger),
     sa.Column("issue_id", sa.BigInteger),
     sa.Index(None, "at"),
+    sa.Index(None, "subscriber_id"),  # one subscriber's reports (migration 0007)
 )
 
 # Signature nonces seen (Mailgun's token): a replayed request is refused.

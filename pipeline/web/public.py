@@ -349,7 +349,7 @@ def preferences_save(
 def export(svc: Svc, token: Token) -> Response:
     claim = _claim(svc, "export", token, svc.settings.signed_link_hours)
     try:
-        data = consent.export(svc.engine, claim.subscriber_id)
+        data = consent.export(svc.engine, claim.subscriber_id, via="their own link")
     except NotFound:
         raise HTTPException(404, INVALID_LINK) from None
     return Response(

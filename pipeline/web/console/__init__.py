@@ -13,6 +13,7 @@
     issue.py    one issue: test, schedule, steer, watch it go, its report
     batches.py  a send's batches, and re-queueing, reconciling, settling one
     operations.py  the operators' dashboard: queues, workers, sends, errors
+    subscribers.py  search subscribers, one's history, edit, export, erase; suppressions
     views.py    templates (``templates/console/``), headers, the sections
 
 Every page is escaped Jinja2 with a strict Content-Security-Policy (scripts from this
@@ -39,6 +40,7 @@ from pipeline.web.console import (
     issue,
     operations,
     signin,
+    subscribers,
     totp,
     users,
     views,
@@ -132,6 +134,7 @@ for part in (
     articles.router,
     compose.router,
     operations.router,
+    subscribers.router,
 ):
     signed.include_router(part)
 

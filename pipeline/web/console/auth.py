@@ -45,7 +45,7 @@ DOING = {
     Action.STEER: "pause, resume, cancel or retry sending",
     Action.WATCH: "watch the sending machinery",
     Action.RECONCILE: "re-queue, reconcile or settle batches",
-    Action.SUBSCRIBERS: "manage subscribers",
+    Action.SUBSCRIBERS: "look after subscribers",
     Action.MANAGE_USERS: "manage users",
 }
 

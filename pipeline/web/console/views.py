@@ -54,6 +54,18 @@ SECTIONS: tuple[Section, ...] = (
     Section("/admin/issues", "Issues", Action.READ, "Every issue; compose and edit drafts."),
     Section("/admin/articles", "Articles", Action.READ, "Articles, their problems, engagement."),
     Section("/admin/operations", "Operations", Action.WATCH, "Queues, workers, sends and errors."),
+    Section(
+        "/admin/subscribers",
+        "Subscribers",
+        Action.SUBSCRIBERS,
+        "Find subscribers; their history; change, export or erase them.",
+    ),
+    Section(
+        "/admin/suppressions",
+        "Suppressions",
+        Action.SUBSCRIBERS,
+        "Addresses that bounced or complained, with the reason.",
+    ),
     Section("/admin/users", "Users", Action.MANAGE_USERS, "Add people, change roles, disable."),
     Section("/admin/audit", "Audit log", Action.READ, "Who did what, newest first."),
     Section("/admin/totp", "Two-factor", Action.READ, "Sign in with a code from an app too."),
