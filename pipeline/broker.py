@@ -42,6 +42,10 @@ class Broker(Protocol):
         """The workers that answer a ping; None when the broker cannot be reached."""
         ...
 
+    def import_now(self, job_id: int) -> None:
+        """Asks a worker to run a console import (``pipeline.audience.importjobs.run``)."""
+        ...
+
     def build_pool(self) -> Pool | None:
         """A build pool that runs units of work as tasks; None when no worker answers."""
         ...

@@ -51,6 +51,9 @@ class CeleryBroker:
             return None
         return [name for reply in replies for name in reply]
 
+    def import_now(self, job_id: int) -> None:
+        self.app.send_task(names.IMPORT_SUBSCRIBERS, args=[int(job_id)])
+
     def build_pool(self) -> CeleryPool | None:
         return CeleryPool(self.app) if self.workers_online() else None
 

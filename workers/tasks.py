@@ -6,15 +6,39 @@ task (after the fork, so no database connection or socket is shared between proc
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
 
+from pipeline.audience import importjobs
 from pipeline.sending.parts import SendingParts
 from pipeline.settings import Settings
 from pipeline.site import units
 from workers import names
 from workers.dispatch import CeleryDispatcher, queue_empty
+
+
+@contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let a prefork pool process start processes of its own for the length of a task.
+
+    Celery's pool processes are daemonic, and a daemonic process may not start others;
+    the import validates a large file in spawned processes (``imports.PARALLEL_BYTES``)
+    that it shuts down before it returns, so none outlives the task.
+    """
+    config: dict[str, Any] = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    daemon = config.get("daemon")
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        if daemon is None:
+            config.pop("daemon", None)
+        else:
+            config["daemon"] = daemon
 
 
 def register(app: Celery, settings: Settings) -> None:
@@ -39,6 +63,12 @@ def register(app: Celery, settings: Settings) -> None:
     def send_batch(batch_id: int) -> dict[str, Any]:
         outcome = parts().send_batch(int(batch_id))
         return {"batch": outcome.batch_id, "status": outcome.status, "sent": outcome.sent}
+
+    @app.task(name=names.IMPORT_SUBSCRIBERS, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def import_subscribers(job_id: int) -> str | None:
+        with _children_allowed():
+            ended = importjobs.run(settings, int(job_id))
+        return None if ended is None else str(ended)
 
     @app.task(name=names.START_DUE, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def due() -> list[int]:

@@ -11,6 +11,7 @@
     articles.py the articles, their problems and engagement
     compose.py  the issues, and composing a draft with its preview
     issue.py    one issue: test, schedule, steer, watch it go, its report
+    imports.py  import a CSV file (progress, stop, the bad rows) and export subscribers
     views.py    templates (``templates/console/``), headers, the sections
 
 Every page is escaped Jinja2 with a strict Content-Security-Policy (scripts from this
@@ -33,6 +34,7 @@ from pipeline.web.console import (
     compose,
     csrf,
     home,
+    imports,
     issue,
     signin,
     totp,
@@ -126,6 +128,7 @@ for part in (
     issue.router,
     articles.router,
     compose.router,
+    imports.router,
 ):
     signed.include_router(part)
 

@@ -43,6 +43,9 @@ DOING = {
     Action.TEST: "send test emails",
     Action.SCHEDULE: "schedule issues",
     Action.STEER: "pause, resume, cancel or retry sending",
+    Action.WATCH: "watch the sending machinery",
+    Action.RECONCILE: "re-queue, reconcile or settle batches",
+    Action.SUBSCRIBERS: "manage subscribers",
     Action.MANAGE_USERS: "manage users",
 }
 
