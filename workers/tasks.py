@@ -6,9 +6,9 @@ task (after the fork, so no database connection or socket is shared between proc
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing import process as mp_process
 from typing import Any
 
 from celery import Celery
@@ -25,20 +25,22 @@ from workers.dispatch import CeleryDispatcher, queue_empty
 def _children_allowed() -> Iterator[None]:
     """Let a prefork pool process start processes of its own for the length of a task.
 
-    Celery's pool processes are daemonic, and a daemonic process may not start others;
-    the import validates a large file in spawned processes (``imports.PARALLEL_BYTES``)
-    that it shuts down before it returns, so none outlives the task.
+    The import validates a large file in spawned processes (``imports.PARALLEL_BYTES``).
+    Celery's pool process is a billiard process, which ``multiprocessing`` takes for its
+    own current process: a daemonic one (and a daemonic process may not start others),
+    whose authentication key refuses to be pickled for a spawned child. For the task it
+    is neither; the import shuts its processes down before it returns, so none outlives
+    the task.
     """
-    config: dict[str, Any] = multiprocessing.current_process()._config  # type: ignore[attr-defined]
-    daemon = config.get("daemon")
+    config: dict[str, Any] = mp_process.current_process()._config  # type: ignore[attr-defined]
+    saved = dict(config)
     config["daemon"] = False
+    config["authkey"] = mp_process.AuthenticationString(bytes(config["authkey"]))  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        if daemon is None:
-            config.pop("daemon", None)
-        else:
-            config["daemon"] = daemon
+        config.clear()
+        config.update(saved)
 
 
 def register(app: Celery, settings: Settings) -> None:
