@@ -23,7 +23,7 @@ so that a shared machine's load falls on both alike. Each import must report exa
 the planted bad rows and leave the same subscribers.
 
     .venv/bin/python bench/import_browser.py --redis redis://127.0.0.1:6379/12
-        [-n 1000000] [--rounds 3] [--seed 7] [--postgres URL] [--no-postgres]
+        [-n 1000000] [--rounds 3] [--seed 7] [--postgres URL] [--no-postgres] [--no-sqlite]
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def cli_import(url: str, path: Path, config: Path) -> dict[str, Any]:
     )
     out, err = proc.communicate()
     seconds = time.perf_counter() - started
-    if proc.returncode not in (0, 1):  # 1: there were bad rows
-        sys.exit(f"the CLI import failed:\n{err.decode()}")
+    if proc.returncode not in (0, 1) or not out.decode().startswith("imported "):
+        sys.exit(f"the CLI import failed ({proc.returncode}):\n{err.decode()[-3000:]}")
     lines = {int(m.group(1)) for m in re.finditer(rf"{re.escape(str(path))}:(\d+):", err.decode())}
     return {"seconds": seconds, "summary": out.decode().strip(), "bad": lines}
 
@@ -96,7 +96,7 @@ def cli_import(url: str, path: Path, config: Path) -> dict[str, Any]:
 class Console:
     """The service and one worker on a fresh database, and an operator signed in."""
 
-    def __init__(self, url: str, redis: str, round_no: int) -> None:
+    def __init__(self, url: str, redis: str, name: str) -> None:
         from pipeline.people import users
         from pipeline.statuses import Role
         from pipeline.store import db
@@ -111,7 +111,7 @@ class Console:
             "base_url": self.base,
             "postal_address": "1 Bench Street",
             "data_dir": str(WORK / "data"),
-            "redis_prefix": f"lp-bench-import-{os.getpid()}-{round_no}",
+            "redis_prefix": f"lp-bench-import-{os.getpid()}-{name}",
             "serve_workers": 1,
         }
         self.config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
@@ -218,8 +218,8 @@ class Console:
             log.close()
 
 
-def console_import(url: str, redis: str, path: Path, round_no: int) -> dict[str, Any]:
-    console = Console(url, redis, round_no)
+def console_import(url: str, redis: str, path: Path, name: str) -> dict[str, Any]:
+    console = Console(url, redis, name)
     try:
         return console.import_file(path)
     finally:
@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--postgres", default=POSTGRES, help=f"a database of its own ({POSTGRES})")
     parser.add_argument("--no-postgres", action="store_true", help="measure SQLite only")
+    parser.add_argument("--no-sqlite", action="store_true", help="measure PostgreSQL only")
     args = parser.parse_args(argv)
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
 
     verdicts = []
-    targets = [("SQLite", f"sqlite:///{WORK / 'bench.db'}")]
+    targets = [] if args.no_sqlite else [("SQLite", f"sqlite:///{WORK / 'bench.db'}")]
     targets += [("PostgreSQL", postgres)] if postgres else []
     for label, url in targets:
         print(f"{label}:")
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "cli":
                     cli_runs.append(cli_import(url, path, config))
                 else:
-                    console_runs.append(console_import(url, args.redis, path, number))
+                    console_runs.append(console_import(url, args.redis, path, f"{label}-{number}"))
             c, b = cli_runs[-1], console_runs[-1]
             print(
                 f"  round {number} ({' then '.join(order)}; load {load:.1f}->"
