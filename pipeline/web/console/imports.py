@@ -98,7 +98,9 @@ async def upload(svc: Svc, request: Request, session: Operator, later: Backgroun
     list_name = raw_list.strip() if isinstance(raw_list, str) and raw_list.strip() else None
     if not isinstance(given, UploadFile) or not given.filename:
         error = "Choose a CSV file to import: the form was sent without one."
-        return _home(svc, request, session, 400, error=error, list_value=list_name or "")
+        return await run_in_threadpool(
+            _home, svc, request, session, 400, error=error, list_value=list_name or ""
+        )
     try:
         job = await run_in_threadpool(
             importjobs.receive,
@@ -110,10 +112,12 @@ async def upload(svc: Svc, request: Request, session: Operator, later: Backgroun
             list_name,
         )
     except UploadError as exc:
-        return _home(svc, request, session, exc.status, error=str(exc), list_value=list_name or "")
+        return await run_in_threadpool(
+            _home, svc, request, session, exc.status, error=str(exc), list_value=list_name or ""
+        )
     finally:
         await given.close()
-    _start(svc, job, later)
+    await run_in_threadpool(_start, svc, job, later)
     return views.see_other(f"/admin/imports/{job.id}")
 
 
