@@ -50,6 +50,10 @@ class Broker(Protocol):
         """Opens a connection to the broker; raises when it cannot. Says what answered."""
         ...
 
+    def import_now(self, job_id: int) -> None:
+        """Asks a worker to run a console import (``pipeline.audience.importjobs.run``)."""
+        ...
+
     def build_pool(self) -> Pool | None:
         """A build pool that runs units of work as tasks; None when no worker answers."""
         ...

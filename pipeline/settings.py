@@ -271,6 +271,10 @@ class Settings(BaseSettings):
     console_signin_per_account_per_15min: int = Field(default=5, ge=1)
     # Roles whose users must sign in with a TOTP code; empty: a code is each user's choice.
     console_totp_roles: list[Role] = Field(default_factory=list)
+    # Files the console keeps (uploaded CSV files and their reports, under imports/):
+    # the service and the workers must both see this directory.
+    data_dir: Path = Path("data")
+    import_max_bytes: int = Field(default=200_000_000, ge=1024)  # largest CSV upload
 
     # Affiliate links and disclosures
     affiliate_disclosure: str = DEFAULT_DISCLOSURE

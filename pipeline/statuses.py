@@ -1,4 +1,5 @@
-"""The states that issues, batches, deliveries and subscribers pass through, and the
+"""The states that issues, batches, deliveries, subscribers and console imports pass
+through, and the
 roles of the people who sign in to the editors' console.
 
 One definition each: the schema's CHECK constraints (``pipeline.store.db``), the domain
@@ -43,6 +44,16 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"  # left, bounced or complained before their batch went
+
+
+class ImportStatus(StrEnum):
+    """A CSV import started from the console (``pipeline.audience.importjobs``)."""
+
+    QUEUED = "queued"  # waiting for a worker (or this process, without Redis)
+    RUNNING = "running"  # a worker imports it; its heartbeat says it still does
+    DONE = "done"
+    STOPPED = "stopped"  # stopped by hand: the rows before the stop are imported
+    FAILED = "failed"  # the file could not be imported (the error says why)
 
 
 class Role(StrEnum):

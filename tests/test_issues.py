@@ -14,7 +14,14 @@ from pipeline.content.store import FileContentStore
 from pipeline.errors import ConfigError, NotFound
 from pipeline.sending import issues
 from pipeline.sending.issues import ArticleRef, IssueStateError
-from pipeline.statuses import BatchStatus, DeliveryStatus, IssueStatus, Role, SubscriberStatus
+from pipeline.statuses import (
+    BatchStatus,
+    DeliveryStatus,
+    ImportStatus,
+    IssueStatus,
+    Role,
+    SubscriberStatus,
+)
 from pipeline.store import db
 from tests.conftest import SEEDS
 
@@ -160,6 +167,7 @@ def test_migrations_build_exactly_the_tables(database_url: str) -> None:
         ("batches", "status", BatchStatus),
         ("deliveries", "status", DeliveryStatus),
         ("users", "role", Role),
+        ("import_jobs", "status", ImportStatus),
     ],
 )
 def test_the_migrated_status_checks_allow_exactly_the_enums(

@@ -82,6 +82,9 @@ class CeleryBroker:
             conn.ensure_connection(max_retries=0, timeout=timeout)  # once, no retry
             return f"{conn.transport_cls} transport answers"
 
+    def import_now(self, job_id: int) -> None:
+        self.app.send_task(names.IMPORT_SUBSCRIBERS, args=[int(job_id)])
+
     def build_pool(self) -> CeleryPool | None:
         return CeleryPool(self.app) if self.workers_online() else None
 

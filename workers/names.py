@@ -11,6 +11,7 @@ START_DUE = "letterpress.issues.due"
 SWEEP = "letterpress.delivery.sweep"
 ANALYSE = "letterpress.site.analyse"
 RENDER_ARTICLES = "letterpress.site.render_articles"
+IMPORT_SUBSCRIBERS = "letterpress.audience.import_csv"  # a console import, by job id
 
 #: The build's units of work (``pipeline.site.units``) and the tasks that run them.
 BUILD_TASKS = {"analyse": ANALYSE, "render_articles": RENDER_ARTICLES}

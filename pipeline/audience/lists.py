@@ -45,3 +45,9 @@ def find_list(conn: sa.Connection, name: str) -> int:
         names = conn.execute(sa.select(lists.c.name).order_by(lists.c.name)).scalars().all()
         raise NotFound(f"no list named {name!r} (lists: {', '.join(names) or 'none'})")
     return int(found)
+
+
+def names(engine: sa.Engine) -> list[str]:
+    """Every list's name, in order (the console's export offers them)."""
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(lists.c.name).order_by(lists.c.name)).scalars())

@@ -21,6 +21,7 @@ subscriber gets issues (``memberships.recipient``), and ``issue_feedback``.
     webhook_failures            webhook requests refused for their signature, per provider
     users ──< console_sessions  who signs in to the editors' console; their sign-ins
           ──< audit_log         what they (or the command line) changed, and when
+          ──< import_jobs       CSV files uploaded to the console, and their imports
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pipeline.errors import ConfigError
 from pipeline.statuses import (
     BatchStatus,
     DeliveryStatus,
+    ImportStatus,
     IssueStatus,
     Role,
     SubscriberStatus,
@@ -367,6 +369,35 @@ audit_log = sa.Table(
     sa.Column("action", sa.String(60), nullable=False),
     sa.Column("detail", sa.Text, nullable=False, server_default=""),
     sa.Index(None, "at"),
+)
+
+# A CSV file uploaded to the console, kept under ``data_dir/imports/`` as ``<id>.csv``
+# (its bad rows beside it, ``<id>.problems.csv``): the task is given the id alone.
+import_jobs = sa.Table(
+    "import_jobs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("file_name", sa.String(255), nullable=False),  # as uploaded, for people
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("list_name", sa.String(100)),  # everyone imported also goes on this list
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("rows_total", sa.BigInteger, nullable=False),  # lines after the header
+    sa.Column("rows_done", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("new", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("unchanged", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("kept", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("problems", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("summary", sa.Text, nullable=False, server_default=""),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("stop_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("heartbeat_at", UTCDateTime),  # a running import that stops beating died
+    sa.Column("finished_at", UTCDateTime),
+    sa.CheckConstraint(check("status", ImportStatus), name="status"),
+    sa.Index(None, "created_at"),
 )
 
 

@@ -22,7 +22,7 @@ from pipeline.ops import health
 from pipeline.sending.providers.base import Provider
 from pipeline.settings import Settings, load_settings
 from pipeline.web import admin, console, hooks, pages, public
-from pipeline.web.forms import Utf8Forms
+from pipeline.web.forms import UPLOADS, Utf8Forms
 from pipeline.web.service import ASGIApp, Message, Receive, Scope, Send, Service, current
 
 log = logging.getLogger(__name__)
@@ -33,24 +33,28 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
+UPLOAD_FRAMING = 64 * 1024
 
 
 class BodyLimit:
     """Refuse request bodies over ``limit`` bytes (``webhook_limit`` under /webhooks/:
-    providers post events in batches) with 413, before a handler reads them; add the
-    security headers to every answer."""
+    providers post events in batches; ``upload_limit`` for the console's CSV upload)
+    with 413, before a handler reads them; add the security headers to every answer."""
 
-    def __init__(self, app: ASGIApp, limit: int, webhook_limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, webhook_limit: int, upload_limit: int) -> None:
         self.app = app
         self.default_limit = limit
         self.webhook_limit = webhook_limit
+        self.upload_limit = upload_limit  # the console's CSV upload (``forms.UPLOADS``)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        hook = str(scope.get("path", "")).startswith("/webhooks/")
-        limit = self.webhook_limit if hook else self.default_limit
+        path = str(scope.get("path", ""))
+        limit = self.webhook_limit if path.startswith("/webhooks/") else self.default_limit
+        if path in UPLOADS:
+            limit = self.upload_limit
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _too_large(send, limit)
@@ -185,7 +189,11 @@ def create_app(
     app.add_middleware(Utf8Forms, service=app.state.service)
     app.add_middleware(FastPaths, service=app.state.service)
     app.add_middleware(
-        BodyLimit, limit=settings.max_body_bytes, webhook_limit=settings.webhook_max_body_bytes
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        webhook_limit=settings.webhook_max_body_bytes,
+        # the form's other fields and its multipart framing come on top of the file
+        upload_limit=settings.import_max_bytes + UPLOAD_FRAMING,
     )
     return app
 

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from pipeline.web.service import ASGIApp, Message, Receive, Scope, Send, Service
 
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+# File uploads, up to ``import_max_bytes`` (``BodyLimit``): Starlette spools them to disk
+# as it parses them; they are not read into memory here. Their one text field that is
+# stored, a list name, is checked by ``lists.check_list_name``.
+UPLOADS = frozenset({"/admin/imports"})
 
 
 def _text(raw: bytes) -> str | None:
@@ -147,8 +151,11 @@ class Utf8Forms:
             return
         headers = dict(scope.get("headers") or [])
         content_type = headers.get(b"content-type", b"")
-        if not content_type.lower().startswith(FORM_TYPES) or str(scope["path"]).startswith(
-            "/webhooks/"
+        path = str(scope["path"])
+        if (
+            not content_type.lower().startswith(FORM_TYPES)
+            or path.startswith("/webhooks/")
+            or path in UPLOADS
         ):
             await self.app(scope, receive, send)
             return

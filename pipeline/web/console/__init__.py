@@ -14,6 +14,7 @@
     batches.py  a send's batches, and re-queueing, reconciling, settling one
     operations.py  the operators' dashboard: queues, workers, sends, errors
     subscribers.py  search subscribers, one's history, edit, export, erase; suppressions
+    imports.py  import a CSV file (progress, stop, the bad rows) and export subscribers
     views.py    templates (``templates/console/``), headers, the sections
 
 Every page is escaped Jinja2 with a strict Content-Security-Policy (scripts from this
@@ -37,6 +38,7 @@ from pipeline.web.console import (
     compose,
     csrf,
     home,
+    imports,
     issue,
     operations,
     signin,
@@ -135,6 +137,7 @@ for part in (
     compose.router,
     operations.router,
     subscribers.router,
+    imports.router,
 ):
     signed.include_router(part)
 

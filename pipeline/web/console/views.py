@@ -67,6 +67,9 @@ SECTIONS: tuple[Section, ...] = (
         "Addresses that bounced or complained, with the reason.",
     ),
     Section("/admin/users", "Users", Action.MANAGE_USERS, "Add people, change roles, disable."),
+    Section(
+        "/admin/imports", "Import and export", Action.SUBSCRIBERS, "Subscribers from and to CSV."
+    ),
     Section("/admin/audit", "Audit log", Action.READ, "Who did what, newest first."),
     Section("/admin/totp", "Two-factor", Action.READ, "Sign in with a code from an app too."),
 )
