@@ -23,7 +23,7 @@ COPY letterpress.tom[l] ./
 
 # Build output: a new named volume mounted here takes this directory's owner, so the worker
 # can write to it. Everything else under /app stays root-owned and read-only for the worker.
-RUN mkdir -p /app/site && chown letterpress:letterpress /app/site
+RUN mkdir -p /app/site /app/data && chown letterpress:letterpress /app/site /app/data
 
 USER letterpress
 

@@ -488,6 +488,17 @@ def test_worker_runs_letterpress_worker(compose: Document) -> None:
     assert "/app/site" in {v.split(":")[1] for v in worker["volumes"] if isinstance(v, str)}
 
 
+def test_the_service_and_the_worker_share_the_imports_data_dir(compose: Document) -> None:
+    """A console import is uploaded to the service and read by a worker."""
+    mounts = {
+        name: {v for v in compose["services"][name]["volumes"] if isinstance(v, str)}
+        for name in ("web", "worker")
+    }
+    data_dir = dict(environment(compose["services"]["worker"]))["LETTERPRESS_DATA_DIR"]
+    assert dict(environment(compose["services"]["web"]))["LETTERPRESS_DATA_DIR"] == data_dir
+    assert f"data:{data_dir}" in mounts["web"] & mounts["worker"]
+
+
 def test_migrate_upgrades_the_database_once(compose: Document) -> None:
     migrate = compose["services"]["migrate"]
 
