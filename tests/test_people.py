@@ -450,7 +450,8 @@ def test_totp(engine: Engine) -> None:
     assert users.authenticate(engine, olive.email, PASSWORD).totp is False  # no code yet
 
     totp = pyotp.TOTP(secret)
-    users.enable_totp(engine, olive.id, secret, totp.at(time.time() - 30))  # the last step
+    enabling = totp.at(time.time() - 30)  # the last step's code
+    users.enable_totp(engine, olive.id, secret, enabling)
     assert users.get(engine, olive.id).totp
     for missing in (None, "", "  "):
         with pytest.raises(TotpNeeded):
@@ -462,7 +463,7 @@ def test_totp(engine: Engine) -> None:
     with pytest.raises(SignInRefused, match=r"^wrong address or password$"):
         users.authenticate(engine, olive.email, "the wrong password")  # no hint of a code
     with pytest.raises(SignInRefused, match=r"^wrong code$"):  # the code that turned it on
-        users.authenticate(engine, olive.email, PASSWORD, totp.at(time.time() - 30))
+        users.authenticate(engine, olive.email, PASSWORD, enabling)
     code = totp.now()
     assert users.authenticate(engine, olive.email, PASSWORD, code).totp is True
     with pytest.raises(SignInRefused, match=r"^wrong code$"):  # once only (RFC 6238, 5.2)
