@@ -153,3 +153,40 @@ def running_service(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def with_workers(
+    tmp: Path,
+    database_url: str,
+    redis_url: str,
+    double: Any,
+    sending: dict[str, Any],
+    settings: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[RunningService, Any]]:
+    """``letterpress serve`` and a ``tests.cluster.Cluster`` for its workers and beat
+    (started by the caller): one database, one Redis under the service's key prefix, one
+    provider ``double`` and the same ``sending`` settings, and the workers sign the links
+    the service checks. ``settings`` are the service's own besides."""
+    from tests.cluster import Cluster
+
+    with running_service(
+        tmp, database_url, redis_url, settings={**sending, **(settings or {})}, env=env
+    ) as svc:
+        workers = tmp / "workers"
+        workers.mkdir()
+        cluster = Cluster(
+            workers,
+            database_url,
+            redis_url,
+            double,
+            secret=SECRET,
+            **sending,
+            base_url=svc.url,
+            redis_prefix=svc.settings.redis_prefix,
+        )
+        try:
+            yield svc, cluster
+        finally:
+            cluster.close()

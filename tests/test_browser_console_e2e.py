@@ -34,7 +34,7 @@ from pipeline.people import audit, users
 from pipeline.sending import issues
 from tests.cluster import SENDGRID_KEY, Cluster, Double, seed_subscribers, wait_for
 from tests.conftest import CONTENT
-from tests.service import SECRET, RunningService, running_service
+from tests.service import RunningService, with_workers
 from tests.test_browser import browser, open_page
 from tests.test_browser_console import PASSWORD, sign_in_by_keyboard
 from tests.test_console import age_sessions
@@ -66,34 +66,18 @@ def publisher(
         "send_rate": 20.0,
         "send_burst": 5,
     }
-    service = running_service(
-        tmp_path,
-        sqlite_url,
-        redis_url,
-        settings={**sending, "console_totp_roles": [], "public_lists": ["main"]},
-        env={"SENDGRID_API_KEY": SENDGRID_KEY},
-    )
-    svc = service.__enter__()
-    workers = tmp_path / "workers"
-    workers.mkdir()
-    cluster = Cluster(
-        workers,
-        sqlite_url,
-        redis_url,
-        double,
-        secret=SECRET,  # the service checks the links the workers sign
-        **sending,
-        base_url=svc.url,
-        redis_prefix=svc.settings.redis_prefix,
-    )
+    service_settings = {"console_totp_roles": [], "public_lists": ["main"]}
+    env = {"SENDGRID_API_KEY": SENDGRID_KEY}
     try:
-        cluster.worker()
-        cluster.beat()
-        yield svc, cluster
+        with with_workers(
+            tmp_path, sqlite_url, redis_url, double, sending, service_settings, env
+        ) as started:
+            svc, cluster = started
+            cluster.worker()
+            cluster.beat()
+            yield svc, cluster
     finally:
-        cluster.close()
-        service.__exit__(None, None, None)
-        double.close()
+        double.close()  # after the workers and the service have stopped
 
 
 def add_owner_with_the_cli(cluster: Cluster, email: str) -> None:

@@ -21,9 +21,9 @@ from playwright.sync_api import Browser, Page, expect
 from pipeline.audience import imports
 from pipeline.people import users
 from pipeline.statuses import Role
-from tests.cluster import Cluster, Double
+from tests.cluster import Double
 from tests.conftest import CONTENT
-from tests.service import SECRET, RunningService, running_service
+from tests.service import RunningService, with_workers
 from tests.test_browser import browser, open_page
 from tests.test_browser_console import PASSWORD, AxeChecks, axe_script, sign_in_by_keyboard
 from tests.test_browser_service import PHONE_WIDTH
@@ -55,27 +55,16 @@ def publisher(
     """The service and one worker, sharing the database, Redis and the data directory."""
     shared = {"content_dir": str(CONTENT), "data_dir": str(tmp_path / "data")}
     double = Double(tmp_path / "double.log")
-    with running_service(
-        tmp_path, sqlite_url, redis_url, settings={**shared, "console_totp_roles": []}
-    ) as svc:
-        workers = tmp_path / "workers"
-        workers.mkdir()
-        cluster = Cluster(
-            workers,
-            sqlite_url,
-            redis_url,
-            double,
-            secret=SECRET,
-            base_url=svc.url,
-            redis_prefix=svc.settings.redis_prefix,
-            **shared,
-        )
-        try:
+    service_settings = {"console_totp_roles": []}
+    try:
+        with with_workers(
+            tmp_path, sqlite_url, redis_url, double, shared, service_settings
+        ) as started:
+            svc, cluster = started
             cluster.worker(concurrency=1)
             yield svc
-        finally:
-            cluster.close()
-            double.close()
+    finally:
+        double.close()  # after the workers and the service have stopped
 
 
 def test_an_upload_with_bad_rows_shows_progress_then_the_report(

@@ -23,7 +23,7 @@ from pipeline.sending.issues import ArticleRef
 from pipeline.statuses import Role
 from tests.cluster import Cluster, Double, seed_subscribers, wait_for
 from tests.conftest import CONTENT, SEEDS
-from tests.service import SECRET, RunningService, running_service
+from tests.service import RunningService, with_workers
 from tests.test_browser import browser, open_page
 from tests.test_browser_console import (
     AxeChecks,
@@ -55,30 +55,14 @@ def publisher(
         "send_rate": 25.0,
         "send_burst": 5,
     }
-    service = running_service(
-        tmp_path, sqlite_url, redis_url, settings={**sending, "public_lists": ["main"]}
-    )
-    svc = service.__enter__()
-    workers = tmp_path / "workers"
-    workers.mkdir()
-    cluster = Cluster(
-        workers,
-        sqlite_url,
-        redis_url,
-        double,
-        secret=SECRET,
-        **sending,
-        base_url=svc.url,
-        redis_prefix=svc.settings.redis_prefix,
-    )
     try:
-        cluster.worker("w1", concurrency=2)
-        cluster.beat()
-        yield svc, cluster
+        with with_workers(tmp_path, sqlite_url, redis_url, double, sending) as started:
+            svc, cluster = started
+            cluster.worker("w1", concurrency=2)
+            cluster.beat()
+            yield svc, cluster
     finally:
-        cluster.close()
-        service.__exit__(None, None, None)
-        double.close()
+        double.close()  # after the workers and the service have stopped
 
 
 def test_an_operator_watches_workers_and_a_send_on_the_dashboard(

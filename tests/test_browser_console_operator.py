@@ -34,7 +34,7 @@ from pipeline.statuses import Role
 from pipeline.store import db
 from tests.cluster import MAILGUN_KEY, Cluster, Double, seed_subscribers, wait_for
 from tests.conftest import CONTENT, SEEDS
-from tests.service import SECRET, RunningService, running_service
+from tests.service import RunningService, with_workers
 from tests.test_browser import browser
 from tests.test_browser_console import (
     PASSWORD,
@@ -74,37 +74,21 @@ def publisher(
         "retry_attempts": 2,
         "retry_max_seconds": 0.5,
     }
-    service = running_service(
-        tmp_path,
-        sqlite_url,
-        redis_url,
-        settings={**sending, "console_totp_roles": []},
-        env={"MAILGUN_API_KEY": MAILGUN_KEY},
-    )
-    svc = service.__enter__()
-    workers = tmp_path / "workers"
-    workers.mkdir()
-    cluster = Cluster(
-        workers,
-        sqlite_url,
-        redis_url,
-        double,
-        secret=SECRET,
-        **sending,
-        base_url=svc.url,
-        redis_prefix=svc.settings.redis_prefix,
-    )
+    env = {"MAILGUN_API_KEY": MAILGUN_KEY}
+    service_settings = {"console_totp_roles": []}
     try:
-        for name in ("w1", "w2"):  # one process each: the lease's pid is the worker's
-            cluster.start(
-                name, "worker", "--pool", "solo", "--loglevel", "WARNING",
-                "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
-            )  # fmt: skip
-        yield svc, cluster
+        with with_workers(
+            tmp_path, sqlite_url, redis_url, double, sending, service_settings, env
+        ) as started:
+            svc, cluster = started
+            for name in ("w1", "w2"):  # one process each: the lease's pid is the worker's
+                cluster.start(
+                    name, "worker", "--pool", "solo", "--loglevel", "WARNING",
+                    "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
+                )  # fmt: skip
+            yield svc, cluster
     finally:
-        cluster.close()
-        service.__exit__(None, None, None)
-        double.close()
+        double.close()  # after the workers and the service have stopped
 
 
 def leased(cluster: Cluster) -> list[Any]:

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline.broker import WorkerInfo
-from pipeline.ops.status import IssueLine, QueueDepths, queue_depths
+from pipeline.ops.status import IssueLine, QueueDepths, depths_of
 from pipeline.sending import issues
 from pipeline.sending.ratelimit import BucketState, Limiter
 from pipeline.settings import Settings
@@ -131,12 +131,7 @@ def gather(
     """What is quick to read (see the module's docstring); the slow parts are added by
     the caller from its ``Slow`` answers."""
     at = db.now()
-    depths: QueueDepths | None = None
-    if redis_client is not None:
-        try:
-            depths = queue_depths(redis_client, settings)
-        except Exception as exc:  # the broker is down: say so, show the rest
-            depths = QueueDepths(reachable=False, error=str(exc))
+    depths = depths_of(redis_client, settings)
     active = issues.list_issues(
         engine, (IssueStatus.SENDING, IssueStatus.SCHEDULED, IssueStatus.PAUSED)
     )

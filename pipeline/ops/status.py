@@ -57,6 +57,16 @@ def queue_depths(client: Any, settings: Settings) -> QueueDepths:
     return depths
 
 
+def depths_of(redis_client: Any | None, settings: Settings) -> QueueDepths | None:
+    """The queue depths; None without a broker, unreachable ones when it is down."""
+    if redis_client is None:
+        return None
+    try:
+        return queue_depths(redis_client, settings)
+    except Exception as exc:  # the broker is down: say so, report the rest
+        return QueueDepths(reachable=False, error=str(exc))
+
+
 @dataclass
 class IssueLine:
     issue: issues.Issue
@@ -83,12 +93,7 @@ def gather(
     workers: list[str] | None,
 ) -> Report:
     at = db.now()
-    depths: QueueDepths | None = None
-    if redis_client is not None:
-        try:
-            depths = queue_depths(redis_client, settings)
-        except Exception as exc:  # the broker is down: say so, report the rest
-            depths = QueueDepths(reachable=False, error=str(exc))
+    depths = depths_of(redis_client, settings)
     active = issues.list_issues(engine, ("sending", "paused", "scheduled"))
     finished = [i for i in issues.list_issues(engine, ("sent", "failed"))[:5]]
     with engine.connect() as conn:
