@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from pipeline.sending.batches import Dispatcher, Outcome
     from pipeline.sending.parts import SendingParts
+    from pipeline.settings import Settings
     from pipeline.site.pool import Pool
 
 
@@ -75,7 +75,7 @@ class WorkerInfo:
     processed: int
 
 
-Connect = Callable[[Settings], Broker]
+Connect = Callable[["Settings"], "Broker"]
 SERVICE_APP = "pipeline.web.app:app_from_environment"
 
 

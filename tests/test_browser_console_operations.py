@@ -32,7 +32,7 @@ from tests.test_browser_console import (
     sign_in_by_keyboard,
 )
 from tests.test_console import add_user
-from workers.edge import CeleryBroker
+from workers.broker import CeleryBroker
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -30,7 +30,7 @@ from tests.conftest import SEEDS
 from tests.service import RunningService, free_port, running_service
 from tests.test_console import Console, add_user, text_of
 from tests.test_service import service_for
-from workers.edge import CeleryBroker
+from workers.broker import CeleryBroker
 
 __all__ = ["service_for"]  # a fixture, imported for pytest
 

@@ -19,7 +19,8 @@ from pipeline.settings import load_settings
 from tests.cluster import SECRET
 from workers import names
 from workers.app import create_app
-from workers.edge import EDGE, CeleryBroker
+from workers.broker import CeleryBroker
+from workers.edge import EDGE
 
 pytestmark = pytest.mark.slow
 

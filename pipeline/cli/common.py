@@ -6,13 +6,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from pipeline.broker import Broker, Edge
+from pipeline.broker import Edge
 from pipeline.errors import ContentError, LetterpressError
-from pipeline.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pipeline.broker import Broker
+    from pipeline.settings import Settings
 
 T = TypeVar("T")
 
@@ -28,6 +31,8 @@ class Context:
 
     def settings(self) -> Settings:
         if self._settings is None:
+            from pipeline.settings import load_settings  # pydantic: when a command needs it
+
             self._settings = load_settings(self.config)
         return self._settings
 
