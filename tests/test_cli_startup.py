@@ -64,7 +64,7 @@ def test_help_imports_no_command(tmp_path: Path) -> None:
 
 def test_build_help_imports_nothing_a_build_does_not_use(tmp_path: Path) -> None:
     modules = imported(tmp_path, "build", "--help")
-    assert not modules & (SERVER_SIDE | {"premailer", "markdown_it", "jinja2"})
+    assert not modules & (SERVER_SIDE | {"premailer", "cmarkgfm", "jinja2"})
 
 
 def test_check_build_and_preview_import_no_sql_celery_or_web_code(tmp_path: Path) -> None:

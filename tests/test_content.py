@@ -213,3 +213,22 @@ def test_check_command_output_and_exit_codes(content_dir: Path, tmp_path: Path) 
     lines = [line for line in bad.stdout.splitlines() if line]
     assert lines == [f"{content_dir / 'bad.md'}:2: title is empty",
                      f"{content_dir / 'bad.md'}:4: unknown field 'foo'"]  # fmt: skip
+
+
+def test_an_article_travels_as_json_and_comes_back_the_same(settings: Settings) -> None:
+    """Units of build work (local processes, Celery) carry articles as JSON."""
+    import json
+
+    from pipeline.content.article import Article
+
+    fields = {
+        "tags": "[k2, bones]", "updated": "2026-02-03T10:00:00+01:00", "affiliate": "true",
+        "disclaimer": "'Ask your doctor.'", "hero": "{src: /images/k2.jpg, alt: Natto}",
+        "faq": "[{question: Why?, answer: '*Because*'}]", "series": "Vitamins", "pinned": "true",
+    }  # fmt: skip
+    raw = f"---\n{front(**fields)}\n---\nBody [x](https://e.example)\n".encode()
+    article = parse_article("content/t.md", raw, settings).article
+    assert article is not None and article.hero and article.faq and article.updated
+    again = Article.from_json(json.loads(json.dumps(article.to_json())))
+    assert again == article
+    assert again.field_lines == article.field_lines

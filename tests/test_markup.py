@@ -73,6 +73,39 @@ def test_headings_get_stable_unique_anchors(settings: Settings) -> None:
     assert '<h2 id="what-is-vitamin-k2">What Is Vitamin K2?</h2>' in first.html
 
 
+def test_a_given_heading_id_is_kept_and_never_generated_twice(settings: Settings) -> None:
+    body = render(settings, '## Dosage\n\n<h2 id="dosage">Raw</h2>\n\n## Dosage\n')
+    assert [h[1] for h in body.headings] == ["dosage-1", "dosage", "dosage-2"]
+
+
+def test_tables_strikethrough_and_what_is_not_strikethrough(settings: Settings) -> None:
+    html = render(settings, "| a | b |\n|--:|---|\n| 1 | ~~gone~~ ~kept~ |\n").html
+    assert '<th align="right">a</th>' in html and '<td align="right">1</td>' in html
+    assert "<del>gone</del> ~kept~" in html  # one tilde is text, as in CommonMark
+
+
+def test_the_affiliate_marker_works_on_every_kind_of_link(settings: Settings) -> None:
+    body = render(
+        settings,
+        "[a](https://shop.example/1){.affiliate}, [b][ref]{.affiliate} and"
+        " <https://shop.example/3>{.affiliate}; `[c](https://x.example){.affiliate}`\n\n"
+        "[ref]: https://shop.example/2\n",
+    )
+    assert [link.href for link in body.affiliate_links] == [
+        "https://shop.example/1", "https://shop.example/2", "https://shop.example/3"
+    ]  # fmt: skip
+    assert body.html.count("{.affiliate}") == 1  # only the one inside code stays text
+    assert body.problems == ()
+
+
+def test_another_attribute_list_after_a_link_is_reported_where_it_is(settings: Settings) -> None:
+    body = render(settings, "Intro\n\n[a](https://x.example){.sponsored} ![p](p.png){width=300}\n")
+    assert [(p.line, p.message.split(" is shown")[0]) for p in body.problems] == [
+        (9, "'{width=300}' after an image"),
+        (9, "'{.sponsored}' after a link"),
+    ]
+
+
 def test_level_one_headings_in_the_body_are_a_problem(settings: Settings) -> None:
     body = render(settings, "Intro\n\n# Second title\n")
     assert [p.message.split(":")[0] for p in body.problems] == [

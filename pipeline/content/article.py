@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pipeline.errors import Problem
 
@@ -74,6 +74,40 @@ class Article:
 
     def line_of(self, name: str) -> int:
         return self.field_lines.get(name, 1)
+
+    def to_json(self) -> dict[str, Any]:
+        """The article as JSON, for units of build work (``from_json`` reads it back)."""
+        data = {name: getattr(self, name) for name in _SCALARS}
+        data.update(
+            modified=self.modified.isoformat(),
+            published=self.published.isoformat() if self.published else None,
+            updated=self.updated.isoformat() if self.updated else None,
+            tags=list(self.tags),
+            hero=[self.hero.src, self.hero.alt] if self.hero else None,
+            faq=[[item.question, item.answer] for item in self.faq],
+            field_lines=self.field_lines,
+        )
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Article:
+        return cls(
+            **{name: data[name] for name in _SCALARS},
+            modified=datetime.fromisoformat(data["modified"]),
+            published=datetime.fromisoformat(data["published"]) if data["published"] else None,
+            updated=datetime.fromisoformat(data["updated"]) if data["updated"] else None,
+            tags=tuple(data["tags"]),
+            hero=Hero(*data["hero"]) if data["hero"] else None,
+            faq=tuple(FAQItem(q, a) for q, a in data["faq"]),
+            field_lines=dict(data["field_lines"]),
+        )
+
+
+# The fields of Article that are JSON as they are.
+_SCALARS = (
+    "path", "slug", "title", "category", "body", "body_line", "source_hash", "subtitle",
+    "summary", "series", "author", "status", "affiliate", "disclosure", "disclaimer", "pinned",
+)  # fmt: skip
 
 
 @dataclass

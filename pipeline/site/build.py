@@ -50,7 +50,7 @@ from pipeline.site.units import Unit
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".letterpress"
-FORMAT = 6  # bump when the meaning of cached data changes
+FORMAT = 7  # bump when the meaning of cached data changes
 CHUNK = 50  # articles per unit of work
 
 
@@ -275,14 +275,13 @@ class _Pass:
             {
                 "settings": self.builder.settings.render_values(),  # no secret travels
                 "cache_dir": str(cache_dir),
-                "files": [[str(self.files[a.path]), a.path] for a in chunk],
+                "articles": [a.to_json() for a in chunk],
             }
             for chunk in _chunks(stale, CHUNK)
         ]
         for result in self.builder.pool.run("analyse", units):
             for summary in result["results"]:
-                if summary["hash"] is not None:
-                    self.summaries[summary["path"]] = summary
+                self.summaries[summary["path"]] = summary
 
     def check(self, catalog: Catalog) -> list[Article]:
         """3. Problems that need the whole catalog (links to unknown articles); the
@@ -331,10 +330,7 @@ class _Pass:
             cards = [c for c in top if c["slug"] != article.slug][:size]
             page = article_page_path(article.slug)
             if self.stale(page, _hash(self.key, tpl, article.source_hash, cards, nav)):
-                jobs.append(
-                    {"file": str(self.files[article.path]), "path": article.path,
-                     "hash": article.source_hash, "hot": cards, "page": page}
-                )  # fmt: skip
+                jobs.append({"article": article.to_json(), "hot": cards, "page": page})
         units = [
             {
                 "settings": self.builder.settings.render_values(),

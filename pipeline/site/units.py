@@ -4,13 +4,11 @@ in local processes, or as Celery tasks)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.content.article import Parsed
-from pipeline.content.frontmatter import parse_article
+from pipeline.content.article import Article
 from pipeline.files import atomic_write
 from pipeline.render import hot
 from pipeline.render.markup import Body, Renderer
@@ -30,26 +28,17 @@ def _unit_settings(unit: Unit) -> tuple[Settings, Renderer]:
     return _renderer(json.dumps(unit["settings"], sort_keys=True))
 
 
-def _read_article(settings: Settings, path: str, display: str) -> Parsed:
-    p = Path(path)
-    return parse_article(
-        display, p.read_bytes(), settings, datetime.fromtimestamp(p.stat().st_mtime, UTC)
-    )
-
-
 def analyse(unit: Unit) -> Unit:
-    """Render the bodies of some articles into the body cache; report what they hold."""
-    settings, renderer = _unit_settings(unit)
+    """Render the bodies of some articles (parsed by the build, sent as JSON) into the
+    body cache; report what they hold."""
+    _, renderer = _unit_settings(unit)
     cache_dir = Path(unit["cache_dir"])
     results = []
-    for path, display in unit["files"]:
-        parsed = _read_article(settings, path, display)
-        if parsed.article is None:
-            results.append({"path": display, "hash": None, "links": [], "problems": []})
-            continue
-        body = renderer.body(parsed.article)
-        atomic_write(cache_dir / f"{parsed.article.source_hash}.json", json.dumps(body.to_json()))
-        results.append(_summary(display, parsed.article.slug, parsed.article.source_hash, body))
+    for data in unit["articles"]:
+        article = Article.from_json(data)
+        body = renderer.body(article)
+        atomic_write(cache_dir / f"{article.source_hash}.json", json.dumps(body.to_json()))
+        results.append(_summary(article.path, article.slug, article.source_hash, body))
     return {"results": results}
 
 
@@ -65,16 +54,13 @@ def _summary(display: str, slug: str, source_hash: str, body: Body) -> dict[str,
 
 
 def render_articles(unit: Unit) -> Unit:
-    """Render some article pages. Each job names the source and the cards it shows."""
+    """Render some article pages. Each job carries its article and the cards it shows."""
     settings, renderer = _unit_settings(unit)
     out_dir = Path(unit["out_dir"])
     cache_dir = Path(unit["cache_dir"])
     written = []
     for job in unit["jobs"]:
-        parsed = _read_article(settings, job["file"], job["path"])
-        if parsed.article is None or parsed.article.source_hash != job["hash"]:
-            continue  # changed under our feet: the next build picks it up
-        article = parsed.article
+        article = Article.from_json(job["article"])
         cached = cache_dir / f"{article.source_hash}.json"
         body = (
             Body.from_json(json.loads(cached.read_text(encoding="utf-8")))
