@@ -63,13 +63,13 @@ def parse_article(
         return _fail(
             where, line, f"not UTF-8 (byte 0x{raw[exc.start]:02x}): save the file as UTF-8"
         )
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    text = _normalise(text)
     if not text.strip():
         return _fail(where, 1, "file is empty: write front matter and a body")
     lines = text.split("\n")
     if lines[0].rstrip() != "---":
         return _fail(where, 1, "no front matter: start the file with a line '---'")
-    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() in ("---", "...")), None)
+    end = _front_matter_end(lines)
     if end is None:
         return _fail(where, 1, "front matter is not closed: add a line '---' after it")
     front = "\n".join(lines[1:end])
@@ -88,6 +88,24 @@ def parse_article(
     if not body.strip():
         problems.append(Problem(where, body_line, "body is empty: write the article below '---'"))
     return Parsed(None if problems else built, problems)
+
+
+def body_of(raw: bytes) -> str:
+    """The Markdown body of a file ``parse_article`` accepted (the same bytes): what a
+    build needs besides the front matter it kept from the last build."""
+    lines = _normalise(raw.decode("utf-8")).split("\n")
+    end = _front_matter_end(lines)
+    if end is None:
+        raise ValueError("no front matter")
+    return "\n".join(lines[end + 1 :])
+
+
+def _normalise(text: str) -> str:
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _front_matter_end(lines: list[str]) -> int | None:
+    return next((i for i in range(1, len(lines)) if lines[i].rstrip() in ("---", "...")), None)
 
 
 def _fail(where: str, line: int, message: str) -> Parsed:

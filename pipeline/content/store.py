@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import builtins
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -38,7 +39,7 @@ class Source:
     raw: bytes
     modified: datetime
 
-    @property
+    @cached_property
     def hash(self) -> str:
         return content_hash(self.raw)
 
@@ -63,6 +64,15 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def _shown_under(root: Path) -> Callable[[Path], str]:
+    """``display_path`` for the files under ``root``, resolving the folders once."""
+    try:
+        base: Path | None = root.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        base = None
+    return lambda path: str(base / path.relative_to(root)) if base is not None else str(path)
+
+
 class FileContentStore:
     """Articles as ``*.md`` files in one folder (sub-folders included)."""
 
@@ -73,13 +83,14 @@ class FileContentStore:
     def sources(self) -> Iterator[Source]:
         if not self.root.is_dir():
             raise NotFound(f"{self.root}: content folder not found (set --content or content_dir)")
+        shown = _shown_under(self.root)
         for path in sorted(self.root.rglob("*.md")):
             if any(part.startswith(".") for part in path.relative_to(self.root).parts):
                 continue
             stat = path.stat()
             yield Source(
                 path,
-                display_path(path),
+                shown(path),
                 path.read_bytes(),
                 datetime.fromtimestamp(stat.st_mtime, UTC),
             )

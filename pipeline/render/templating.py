@@ -28,6 +28,9 @@ def environment(templates_dir: Path) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Compiled templates are kept (in a private folder of the temporary directory,
+        # keyed by each template's source) so that a command does not compile them again.
+        bytecode_cache=jinja2.FileSystemBytecodeCache(),
     )
     env.filters["wrap"] = wrap_text
     return env

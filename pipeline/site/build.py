@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.content.article import Article, Parsed
-from pipeline.content.frontmatter import parse_article
-from pipeline.content.store import Catalog, FileContentStore, build_catalog
+from pipeline.content.frontmatter import body_of, parse_article
+from pipeline.content.store import Catalog, FileContentStore, Source, build_catalog
 from pipeline.errors import Problem
 from pipeline.files import atomic_write
 from pipeline.render import hot
@@ -50,7 +50,7 @@ from pipeline.site.units import Unit
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".letterpress"
-FORMAT = 7  # bump when the meaning of cached data changes
+FORMAT = 8  # bump when the meaning of cached data changes
 CHUNK = 50  # articles per unit of work
 
 
@@ -233,6 +233,7 @@ class _Pass:
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     broken: set[str] = field(default_factory=set)  # slugs
     pages: dict[str, str] = field(default_factory=dict)  # page -> its key
+    fronts: dict[str, dict[str, Any]] = field(default_factory=dict)  # display path -> article
 
     def read(self) -> Catalog:
         """1. Read and parse every file; a broken one is reported, never fatal."""
@@ -241,11 +242,15 @@ class _Pass:
         for source in store.sources():
             self.files[source.display_path] = source.path
             # state is keyed by the path within the content folder, whatever the cwd
-            self.state_keys[source.display_path] = source.path.relative_to(store.root).as_posix()
+            key = source.path.relative_to(store.root).as_posix()
+            self.state_keys[source.display_path] = key
             try:
-                parsed.append(
-                    parse_article(source.display_path, source.raw, settings, source.modified)
-                )
+                known = self._known_front(key, source)
+                if known is not None:
+                    parsed.append(Parsed(known, []))
+                    continue
+                result = parse_article(source.display_path, source.raw, settings, source.modified)
+                parsed.append(result)
             except Exception as exc:  # a bug must not take the other articles down
                 log.exception("parsing %s", source.display_path)
                 parsed.append(
@@ -253,7 +258,23 @@ class _Pass:
                 )
         catalog = build_catalog(parsed)
         self.report.problems.extend(catalog.problems)
+        for article in catalog.articles.values():  # kept for the next build, body aside
+            front = article.to_json()
+            for name in ("body", "path", "source_hash", "modified"):
+                del front[name]
+            self.fronts[article.path] = front
         return catalog
+
+    def _known_front(self, key: str, source: Source) -> Article | None:
+        """The article as the last build parsed it, when the file's bytes (and the
+        settings, in the state's key) are the same: its front matter is not parsed
+        again, only its body taken from the file."""
+        known = self.state["sources"].get(key)
+        if self.force or not known or "front" not in known or known["hash"] != source.hash:
+            return None
+        front = {**known["front"], "path": source.display_path, "source_hash": source.hash,
+                 "modified": source.modified.isoformat(), "body": body_of(source.raw)}  # fmt: skip
+        return Article.from_json(front)
 
     def analyse(self, catalog: Catalog) -> None:
         """2. Bodies: analyse the articles whose bytes changed since the last build."""
@@ -326,10 +347,13 @@ class _Pass:
         top = [c.__dict__ for c in hot.cards(hot.rank(published, scores, size=size + 1),
                                              self.builder.settings)]  # fmt: skip
         jobs = []
+        # What every page shares is hashed once; a page's key hashes those hashes.
+        shared, card_keys = _hash(self.key, tpl, nav), {c["slug"]: _hash(c) for c in top}
         for article in published:
             cards = [c for c in top if c["slug"] != article.slug][:size]
             page = article_page_path(article.slug)
-            if self.stale(page, _hash(self.key, tpl, article.source_hash, cards, nav)):
+            key = _hash(shared, article.source_hash, [card_keys[c["slug"]] for c in cards])
+            if self.stale(page, key):
                 jobs.append({"article": article.to_json(), "hot": cards, "page": page})
         units = [
             {
@@ -373,13 +397,14 @@ class _Pass:
 
     def save(self) -> None:
         """What the next build starts from; cached bodies nobody uses go."""
-        new_state: dict[str, Any] = {
-            "key": self.key,
-            "sources": {
-                self.state_keys[p]: self.summaries[p] for p in self.files if p in self.summaries
-            },
-            "pages": self.pages,
-        }
+        sources = {}
+        for p in self.files:
+            if p in self.summaries:
+                entry = self.summaries[p]
+                sources[self.state_keys[p]] = (
+                    {**entry, "front": self.fronts[p]} if p in self.fronts else entry
+                )
+        new_state: dict[str, Any] = {"key": self.key, "sources": sources, "pages": self.pages}
         atomic_write(self.builder.state_dir / "state.json", json.dumps(new_state))
         self.builder.prune_cache({s["hash"] for s in new_state["sources"].values()})
 
