@@ -136,6 +136,40 @@ def test_rebuild_renders_only_what_changed(
     assert ROLE not in retitled.written
 
 
+def test_a_rebuild_parses_only_the_files_whose_bytes_changed(
+    settings: Settings, content_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front matter of the others comes from the build state, with the body read
+    from the file: the pages are what a build that parses everything makes."""
+    import pipeline.site.build as build_module
+
+    parsed: list[str] = []
+    real = build_module.parse_article
+
+    def counting(where: str, *args: Any) -> Any:
+        parsed.append(where)
+        return real(where, *args)
+
+    monkeypatch.setattr(build_module, "parse_article", counting)
+    out = tmp_path / "site"
+    builder = Builder(settings, out, content_dir=content_dir)
+    builder.build()
+    files = len(list(content_dir.glob("*.md")))
+    assert len(parsed) == files
+    path = content_dir / "poor-appetite-but-constant-fatigue.md"
+    path.write_text(path.read_text().replace('title: "Poor Appetite', 'title: "Low Appetite'))
+    parsed.clear()
+    builder.build()
+    assert [Path(p).name for p in parsed] == [path.name]
+    parsed.clear()
+    kept = builder.build()
+    assert parsed == [] and kept.written == []
+    fresh = Builder(settings, tmp_path / "fresh", content_dir=content_dir).build()
+    assert fresh.written  # every page, each file parsed
+    for rel in [GUIDE, ROLE, "articles/poor-appetite-but-constant-fatigue/index.html"]:
+        assert (out / rel).read_text() == (tmp_path / "fresh" / rel).read_text()
+
+
 def test_templates_and_settings_changes_rebuild_everything(
     make_settings: Callable[..., Settings], content_dir: Path, tmp_path: Path
 ) -> None:

@@ -248,6 +248,7 @@ class _Pass:
                 known = self._known_front(key, source)
                 if known is not None:
                     parsed.append(Parsed(known, []))
+                    self.fronts[source.display_path] = self.state["sources"][key]["front"]
                     continue
                 result = parse_article(source.display_path, source.raw, settings, source.modified)
                 parsed.append(result)
@@ -259,6 +260,8 @@ class _Pass:
         catalog = build_catalog(parsed)
         self.report.problems.extend(catalog.problems)
         for article in catalog.articles.values():  # kept for the next build, body aside
+            if article.path in self.fronts:  # the last build's, unchanged
+                continue
             front = article.to_json()
             for name in ("body", "path", "source_hash", "modified"):
                 del front[name]
