@@ -4,12 +4,15 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import io
+import random
+import string
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from email_validator import EmailNotValidError, validate_email
 
 from pipeline.audience import changes, consent, exports, imports, lists
 from pipeline.audience import subscribers as subs
@@ -61,6 +64,57 @@ def test_bad_addresses_are_refused_with_a_reason(raw: str, says: str) -> None:
         subs.normalise_email(raw)
     if raw.strip():
         assert repr(raw.strip()) in str(caught.value)
+
+
+def _library(text: str) -> str:
+    """email-validator in full, as ``normalise_email`` uses it for unusual addresses."""
+    try:
+        return validate_email(text, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        return f"refused: {text!r} is not a valid email address: {exc}"
+
+
+def _ours(text: str) -> str:
+    try:
+        return subs.normalise_email(text)
+    except ValueError as exc:
+        return f"refused: {exc}"
+
+
+EDGES = [
+    "ann@example.org", "ANN@EXAMPLE.ORG", "Postmaster@Example.org", "a.b.c@x.co.uk",
+    "a..b@x.com", ".a@x.com", "a.@x.com", "a@x.com.", "a@.x.com", "a@x..com", "a@x",
+    "a@localhost", "a@x.local", "a@x.test", "a@x.invalid", "a@x.onion", "a@x.arpa",
+    "a@example.com", "a@x.example", "a@1.2.3.4", "a@x.123", "a@x.c0m", "a@-x.com",
+    "a@x-.com", "a@x--y.com", "a@ab--cd.com", "a@xn--bcher-kva.de", "a@XN--BCHER-KVA.DE",
+    "a@xn--zz.com", "a@xn--.com", "a@x.xn--p1ai", "a@x.xn--zzzz", "a@x_y.com",
+    "a!#$%&'*+/=?^_`{|}~-@x.com", "=?utf-8?q?a?=@x.com", "a@x.c", "a@" + "x" * 63 + ".com",
+    "a@" + "x" * 64 + ".com", "x" * 64 + "@x.com", "x" * 65 + "@x.com",
+    "a@" + ".".join(["x" * 60] * 4) + ".com", "x" * 64 + "@" + ".".join(["y" * 62] * 3) + ".com",
+    "x" * 60 + "@" + ".".join(["y" * 61] * 3) + ".io", "a@x.com-", "a@x.-com", "-@x.com",
+]  # fmt: skip
+
+
+def test_the_fast_path_for_usual_addresses_agrees_with_email_validator() -> None:
+    """``normalise_email`` decides usual addresses without email-validator's splitting and
+    remembers each domain's verdict: on edge cases and on thousands of random addresses
+    over the characters it takes, it gives what email-validator gives, messages included."""
+    rng = random.Random(13)
+    atext = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~.-"
+    dtext = string.ascii_letters + string.digits + ".-"
+    domains = ["gmail.com", "x.co.uk", "xn--bcher-kva.de", "localhost", "a.test", "b-.org"]
+    randoms = []
+    for _ in range(5000):
+        local = "".join(rng.choices(atext, k=rng.randint(1, 70)))
+        if rng.random() < 0.5:
+            domain = rng.choice(domains)
+        else:
+            domain = "".join(rng.choices(dtext, k=rng.randint(1, 30)))
+        randoms.append(f"{local}@{domain}")
+    for text in [*EDGES, *randoms]:
+        assert _ours(text) == _library(text), text
+    valid = sum(not _library(t).startswith("refused") for t in [*EDGES, *randoms])
+    assert 1000 < valid < len(EDGES) + len(randoms) - 1000  # both verdicts are exercised
 
 
 def test_time_zones_must_be_iana_names() -> None:
@@ -338,6 +392,47 @@ def test_a_status_column_opts_people_out_but_never_demotes_to_pending(
                         "c@example.org": "bounced"}  # fmt: skip
     c = subs.get(engine, "c@example.org")
     assert c is not None and c.confirmed_at is None  # nobody confirmed a bounced address
+
+
+def test_imported_memberships_say_who_gets_sends_as_the_trigger_would(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The import writes each membership's ``recipient`` itself, so no trigger runs for
+    it: the flag must still be what migration 0005's definition gives (an active,
+    confirmed subscriber), for new and existing subscribers, before and after a change."""
+    engine = db.engine(database_url)
+    subs.add(engine, "waiting@example.org", lists=["weekly"])  # pending, unconfirmed
+    subs.add(engine, "left@example.org")
+    set_status(engine, subs.get(engine, "left@example.org").id, "unsubscribed")  # type: ignore[union-attr]
+    first = ["email,status,lists", "new@example.org,,weekly;offers", "pend@example.org,pending,weekly",
+             "hold@example.org,pending,weekly",
+             "gone@example.org,unsubscribed,weekly", "waiting@example.org,,offers",
+             "left@example.org,,weekly"]  # fmt: skip
+    imports.import_csv(engine, write_csv(tmp_path / "a.csv", *first))
+    # ...and a second file: most of it new, so it is inserted before any lookup, with
+    # one address that is already there among them
+    second = ["email,lists", *(f"more{n}@example.org,events" for n in range(30)),
+              "pend@example.org,events"]  # fmt: skip
+    imports.import_csv(engine, write_csv(tmp_path / "b.csv", *second))
+    s, m = db.subscribers.c, db.memberships.c
+    expected = sa.and_(s.status == "active", s.confirmed_at.is_not(None))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(s.email, db.lists.c.name, m.recipient, expected)
+            .join(db.memberships, m.subscriber_id == s.id)
+            .join(db.lists, db.lists.c.id == m.list_id)
+        ).all()
+    flags = {(email, name): bool(recipient) for email, name, recipient, _ in rows}
+    assert all(bool(recipient) == bool(should) for *_, recipient, should in rows), rows
+    assert flags == {
+        ("new@example.org", "weekly"): True, ("new@example.org", "offers"): True,
+        ("hold@example.org", "weekly"): False,
+        # the second file's people are active (consented elsewhere): pend@ is activated
+        ("pend@example.org", "weekly"): True, ("pend@example.org", "events"): True,
+        ("gone@example.org", "weekly"): False,
+        ("waiting@example.org", "weekly"): True, ("waiting@example.org", "offers"): True,
+        **{(f"more{n}@example.org", "events"): True for n in range(30)},
+    }  # fmt: skip
 
 
 def test_list_option_puts_everyone_imported_on_the_list(database_url: str, tmp_path: Path) -> None:

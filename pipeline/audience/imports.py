@@ -121,17 +121,21 @@ def import_csv(
             raise LetterpressError(f"{path}:{line}: bad header row: {fields}")
         columns = Columns.from_header(f"{path}:{line}", fields)
         importer = _Importer(conn, report, list_name)
-        batch: list[Row] = []
-        for (rows, bad), size in _parsed_chunks(columns, records, processes):
-            report.rows += size
-            report.problems += [Problem(report.path, n, message) for n, message in bad]
-            batch += rows
-            if len(batch) >= WRITE_ROWS:
-                importer.write(conn, _once(batch, report))
-                batch = []
-                if progress is not None:
-                    progress(report.rows)
-        importer.write(conn, _once(batch, report))
+        importer.bulk.start(conn)
+        try:
+            batch: list[Row] = []
+            for (rows, bad), size in _parsed_chunks(columns, records, processes):
+                report.rows += size
+                report.problems += [Problem(report.path, n, message) for n, message in bad]
+                batch += rows
+                if len(batch) >= WRITE_ROWS:
+                    importer.write(conn, _once(batch, report))
+                    batch = []
+                    if progress is not None:
+                        progress(report.rows)
+            importer.write(conn, _once(batch, report))
+        finally:
+            importer.bulk.end(conn)
         if progress is not None:
             progress(report.rows)
     report.problems.sort()
@@ -217,12 +221,7 @@ class _Importer:
         self.time = to_db(subscribers.c.created_at, dialect)
         self._json = to_db(subscribers.c.attributes, dialect)
         self._json_cache: dict[tuple[tuple[str, str], ...], tuple[Any, str]] = {}
-        self.bulk: Bulk
-        if dialect.name == "postgresql":
-            PostgresBulk.prepare(conn)
-            self.bulk = PostgresBulk(dialect)
-        else:
-            self.bulk = SqliteBulk(dialect)
+        self.bulk: Bulk = (PostgresBulk if dialect.name == "postgresql" else SqliteBulk)(dialect)
 
     def write(self, conn: sa.Connection, rows: list[Row]) -> None:
         if not rows:
@@ -231,12 +230,16 @@ class _Importer:
         with conn.begin():
             ids, existing = self._insert_new(conn, rows, self.time(now))
             wanted: list[tuple[int, int]] = []  # (subscriber id, list id) to have
+            recipient: dict[int, bool] = {}  # of the subscribers in ``wanted``
             known: list[tuple[Record, Row]] = []
             for row in rows:
                 if row.email in ids:
                     subscriber_id = ids[row.email]
                     self.first_lines.set(subscriber_id, row.line)
-                    wanted += [(subscriber_id, list_id) for list_id in self._lists(conn, row)]
+                    if lists := self._lists(conn, row):
+                        wanted += [(subscriber_id, list_id) for list_id in lists]
+                        # inserted active is inserted confirmed (``_values``)
+                        recipient[subscriber_id] = row.status in ("", SubscriberStatus.ACTIVE)
                     continue
                 record = existing[row.email]
                 if first := self.first_lines.get(record.id):
@@ -248,8 +251,12 @@ class _Importer:
                     self.report.kept[record.status] += 1
                     continue
                 known.append((record, row))
-                wanted += [(record.id, list_id) for list_id in self._lists(conn, row)]
-            gained = self._add_memberships(conn, wanted, set(ids.values()), now)
+                if lists := self._lists(conn, row):
+                    wanted += [(record.id, list_id) for list_id in lists]
+                    recipient[record.id] = record.status == SubscriberStatus.ACTIVE and bool(
+                        record.confirmed
+                    )
+            gained = self._add_memberships(conn, wanted, recipient, set(ids.values()), now)
             updates = []
             for record, row in known:
                 text = self.json(row.attributes)[1]
@@ -335,16 +342,23 @@ class _Importer:
         return result
 
     def _add_memberships(
-        self, conn: sa.Connection, wanted: list[tuple[int, int]], new: set[int], now: datetime
+        self,
+        conn: sa.Connection,
+        wanted: list[tuple[int, int]],
+        recipient: dict[int, bool],
+        new: set[int],
+        now: datetime,
     ) -> set[int]:
-        """Insert the missing memberships; the existing subscribers that got one."""
+        """Insert the missing memberships (``recipient``: whether each subscriber gets
+        sends, as they are before this batch's updates, which the update trigger then
+        carries to their memberships); the existing subscribers that got one."""
         if not wanted:
             return set()
         old_ids = list({sid for sid, _ in wanted if sid not in new})
         have = self.bulk.memberships(conn, old_ids) if old_ids else set()
         missing = sorted(set(wanted) - have)
         if missing:
-            self.bulk.add_memberships(conn, missing, now)
+            self.bulk.add_memberships(conn, [(s, lid, recipient[s]) for s, lid in missing], now)
         return {sid for sid, _ in missing if sid not in new}
 
 
