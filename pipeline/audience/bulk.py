@@ -107,6 +107,8 @@ class Bulk:
     # Whether ``insert`` tells the subscribers it added from those already there, so that
     # a batch expected to be mostly new can be inserted before any lookup.
     insert_first = False
+    # Whether rows are written by COPY, which takes JSON as its text.
+    copies = False
 
     def insert(self, conn: sa.Connection, values: list[tuple[Any, ...]]) -> dict[str, int]:
         """Insert new subscribers (ON CONFLICT DO NOTHING); the ids of those inserted."""
@@ -306,6 +308,7 @@ class PostgresBulk(Bulk):
         )
 
     insert_first = True  # RETURNING names exactly the rows inserted
+    copies = True
     inserted = 0  # subscribers added by this import
     analyzed_at = 0  # ... when the tables were last analyzed
 

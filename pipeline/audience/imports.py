@@ -58,6 +58,10 @@ from pipeline.store.db import subscribers
 CHUNK_ROWS = 5000  # rows validated at a time (by a worker process, for large files)
 WRITE_ROWS = 25_000  # rows written per transaction: fewer, larger commits write far less
 PARALLEL_BYTES = 4_000_000  # larger files are validated by worker processes
+# Chunks validated ahead of the writes: a whole write batch, so that the workers validate
+# the next batch while the database writes this one (both drivers let go of the GIL
+# while the database works).
+AHEAD_CHUNKS = -(-WRITE_ROWS // CHUNK_ROWS)
 
 
 @dataclass
@@ -161,8 +165,8 @@ def _parsed_chunks(
 ) -> Iterator[tuple[Parsed, int]]:
     """Parsed chunks in file order, each with its number of records.
 
-    With ``processes``, chunks are parsed by that many worker processes, at most a few
-    chunks ahead of the caller, so memory stays flat.
+    With ``processes``, chunks are parsed by that many worker processes, at most a write
+    batch and a few chunks ahead of the caller (``AHEAD_CHUNKS``), so memory stays flat.
     """
     chunks = iter(lambda: list(itertools.islice(records, CHUNK_ROWS)), [])
     if processes <= 0:
@@ -174,7 +178,7 @@ def _parsed_chunks(
         ahead: deque[tuple[Future[Parsed], int]] = deque()
         for chunk in chunks:
             ahead.append((pool.submit(parse_chunk, columns, chunk), len(chunk)))
-            if len(ahead) > processes + 1:
+            if len(ahead) > AHEAD_CHUNKS + processes:
                 future, size = ahead.popleft()
                 yield future.result(), size
         while ahead:
@@ -219,9 +223,11 @@ class _Importer:
         self.new_share: float | None = None  # of the last batch written
         dialect = conn.dialect
         self.time = to_db(subscribers.c.created_at, dialect)
-        self._json = to_db(subscribers.c.attributes, dialect)
         self._json_cache: dict[tuple[tuple[str, str], ...], tuple[Any, str]] = {}
         self.bulk: Bulk = (PostgresBulk if dialect.name == "postgresql" else SqliteBulk)(dialect)
+        # COPY (PostgreSQL) takes JSON as text; psycopg's Json wrapper would encode it again
+        # for every row, where the text of each combination is cached here
+        self._json = json.dumps if self.bulk.copies else to_db(subscribers.c.attributes, dialect)
 
     def write(self, conn: sa.Connection, rows: list[Row]) -> None:
         if not rows:
