@@ -61,10 +61,11 @@ def claim(engine: Engine, settings: Settings, batch_id: int, worker: str = "") -
         if isinstance(leased, Outcome):
             return leased
         batch, issue, key = leased
-        skipped = 0
         if not batch.retry and batch.attempts == 0:
+            # Queued now, in this transaction, are exactly those who have not left.
             skipped = _materialise(conn, batch, batch_id, issue, at)
-        skipped += _skip_departed(conn, batch_id, issue.audience, at)
+        else:
+            skipped = _skip_departed(conn, batch_id, issue.audience, at)
         if skipped:
             count(conn, batch.issue_id, 0, 0, skipped)
         recipients = _queued(conn, batch_id)
