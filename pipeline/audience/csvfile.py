@@ -180,8 +180,8 @@ Parsed = tuple[list[Row], list[tuple[int, str]]]
 def parse_chunk(columns: Columns, records: list[CsvRecord]) -> Parsed:
     """Validate a chunk of records: good rows, and (line, message) for the bad ones.
 
-    Run in worker processes for large files: address validation is the costliest step
-    of an import, and this way it overlaps the database writes.
+    Run in worker processes for large files, so that validation overlaps the database
+    writes.
     """
     rows: list[Row] = []
     bad: list[tuple[int, str]] = []

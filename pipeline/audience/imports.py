@@ -14,10 +14,10 @@ file changes nothing. A file that is not UTF-8 is refused before anything is imp
 The file is streamed: rows are validated ``CHUNK_ROWS`` at a time and written
 ``WRITE_ROWS`` at a time, each batch one transaction of a few bulk statements
 (``pipeline.audience.bulk``), so memory stays flat (plus about 4 bytes per subscriber
-id, to recognise an address met earlier in the same file). Validating addresses is the
-costliest step, so files over ``PARALLEL_BYTES`` are validated by worker processes
-(spawned: a script that imports a large file must guard its entry point with ``if
-__name__ == "__main__"``) while this process writes.
+id, to recognise an address met earlier in the same file). Validation costs about a
+third of the CPU the database's writes do, so files over ``PARALLEL_BYTES`` are
+validated by worker processes (spawned: a script that imports a large file must guard
+its entry point with ``if __name__ == "__main__"``) while this process writes.
 """
 
 from __future__ import annotations
