@@ -14,10 +14,10 @@ file changes nothing. A file that is not UTF-8 is refused before anything is imp
 The file is streamed: rows are validated ``CHUNK_ROWS`` at a time and written
 ``WRITE_ROWS`` at a time, each batch one transaction of a few bulk statements
 (``pipeline.audience.bulk``), so memory stays flat (plus about 4 bytes per subscriber
-id, to recognise an address met earlier in the same file). Validation costs about a
-third of the CPU the database's writes do, so files over ``PARALLEL_BYTES`` are
-validated by worker processes (spawned: a script that imports a large file must guard
-its entry point with ``if __name__ == "__main__"``) while this process writes.
+id, to recognise an address met earlier in the same file). Validation costs nearly as
+much CPU as the database's writes, so files over ``PARALLEL_BYTES`` are validated by
+worker processes (spawned: a script that imports a large file must guard its entry
+point with ``if __name__ == "__main__"``) while this process writes.
 """
 
 from __future__ import annotations
@@ -245,7 +245,8 @@ class _Importer:
                     if lists := self._lists(conn, row):
                         wanted += [(subscriber_id, list_id) for list_id in lists]
                         # inserted active is inserted confirmed (``_values``)
-                        recipient[subscriber_id] = row.status in ("", SubscriberStatus.ACTIVE)
+                        status = row.status or SubscriberStatus.ACTIVE
+                        recipient[subscriber_id] = status == SubscriberStatus.ACTIVE
                     continue
                 record = existing[row.email]
                 if first := self.first_lines.get(record.id):

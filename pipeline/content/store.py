@@ -57,15 +57,9 @@ class Catalog:
         return sorted(items, key=lambda a: (a.published or a.modified, a.slug), reverse=True)
 
 
-def display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def _shown_under(root: Path) -> Callable[[Path], str]:
-    """``display_path`` for the files under ``root``, resolving the folders once."""
+    """How the files under ``root`` are named in messages: relative to the working
+    folder when they are inside it, else as they are (the folders resolved once)."""
     try:
         base: Path | None = root.resolve().relative_to(Path.cwd().resolve())
     except ValueError:

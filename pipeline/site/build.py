@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 STATE_DIR = ".letterpress"
 FORMAT = 8  # bump when the meaning of cached data changes
 CHUNK = 50  # articles per unit of work
+# What an article takes from its file at each build; the rest of it is kept in the state.
+_FROM_THE_FILE = ("body", "path", "source_hash", "modified")
 
 
 @dataclass
@@ -263,7 +265,7 @@ class _Pass:
             if article.path in self.fronts:  # the last build's, unchanged
                 continue
             front = article.to_json()
-            for name in ("body", "path", "source_hash", "modified"):
+            for name in _FROM_THE_FILE:
                 del front[name]
             self.fronts[article.path] = front
         return catalog
@@ -275,9 +277,13 @@ class _Pass:
         known = self.state["sources"].get(key)
         if self.force or not known or "front" not in known or known["hash"] != source.hash:
             return None
-        front = {**known["front"], "path": source.display_path, "source_hash": source.hash,
-                 "modified": source.modified.isoformat(), "body": body_of(source.raw)}  # fmt: skip
-        return Article.from_json(front)
+        from_the_file = {  # the fields of _FROM_THE_FILE
+            "path": source.display_path,
+            "source_hash": source.hash,
+            "modified": source.modified.isoformat(),
+            "body": body_of(source.raw),
+        }
+        return Article.from_json({**known["front"], **from_the_file})
 
     def analyse(self, catalog: Catalog) -> None:
         """2. Bodies: analyse the articles whose bytes changed since the last build."""
