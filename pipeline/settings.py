@@ -291,8 +291,26 @@ class Settings(BaseSettings):
     hot_view_weight: float = Field(default=1.0, ge=0)
     hot_click_weight: float = Field(default=3.0, ge=0)
     hot_title_words: int = Field(default=9, ge=1)
+    hot_reply_weight: float = Field(default=5.0, ge=0)  # an approved reply to the article
     # Article pages report a view to the service (POST BASE/v/<slug>) for the ranking.
     page_view_beacon: bool = True
+
+    # Reader replies (pipeline/replies)
+    reply_categories: list[str] = Field(default_factory=lambda: ["*"])  # "*": every category
+    reply_moderation: Literal["all", "first", "none"] = "first"  # whose replies wait
+    reply_max_chars: int = Field(default=5000, ge=100, le=50_000)
+    reply_max_links: int = Field(default=2, ge=0)
+    reply_min_seconds: float = Field(default=3.0, ge=0)  # between the page's load and the post
+    reply_per_ip_per_hour: int = Field(default=10, ge=1)
+    reply_per_address_per_hour: int = Field(default=5, ge=1)
+    reply_blocklist: list[str] = Field(default_factory=list)  # words that make a reply spam
+    reply_spam_days: int = Field(default=30, ge=1)  # spam is purged after this
+    # Who is told of waiting replies; empty: the console's owners and editors.
+    reply_moderators: list[str] = Field(default_factory=list)
+    reply_digest_minutes: int = Field(default=30, ge=1)  # at most one such email per this
+    reply_erasure: Literal["remove", "anonymise"] = "remove"
+    # When set, ``letterpress serve`` also serves this built site (one origin for both).
+    site_dir: Path | None = None
 
     # Email
     email_full_articles: int = Field(default=1, ge=0)

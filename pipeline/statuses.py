@@ -1,6 +1,5 @@
-"""The states that issues, batches, deliveries, subscribers and console imports pass
-through, and the
-roles of the people who sign in to the editors' console.
+"""The states that issues, batches, deliveries, subscribers, console imports and reader
+replies pass through, and the roles of the people who sign in to the editors' console.
 
 One definition each: the schema's CHECK constraints (``pipeline.store.db``), the domain
 and the admin API's schemas are all built from these enums. Being ``StrEnum``s, their
@@ -54,6 +53,23 @@ class ImportStatus(StrEnum):
     DONE = "done"
     STOPPED = "stopped"  # stopped by hand: the rows before the stop are imported
     FAILED = "failed"  # the file could not be imported (the error says why)
+
+
+class ReplyStatus(StrEnum):
+    """A reader's reply to an article (``pipeline.replies``)."""
+
+    PENDING = "pending"  # waits for a moderator
+    APPROVED = "approved"  # shown on the article's page
+    REJECTED = "rejected"  # not shown; kept for the moderators' record
+    SPAM = "spam"  # out of sight; purged after ``reply_spam_days``
+
+
+class ReplyNotify(StrEnum):
+    """Whether the author of a reply is told of approved replies to it."""
+
+    OFF = "off"
+    UNCONFIRMED = "unconfirmed"  # asked for, waiting for the address's confirmation
+    ON = "on"
 
 
 class Role(StrEnum):

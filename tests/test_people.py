@@ -147,9 +147,10 @@ MATRIX = {
         "watch",
         "reconcile",
         "subscribers",
+        "moderate",
         "manage_users",
     },
-    Role.EDITOR: {"read", "compose", "test", "schedule", "steer"},
+    Role.EDITOR: {"read", "compose", "test", "schedule", "steer", "moderate"},
     Role.AUTHOR: {"read", "compose", "test"},
     Role.VIEWER: {"read"},
     Role.OPERATOR: {"read", "steer", "watch", "reconcile", "subscribers"},
@@ -180,7 +181,8 @@ def test_why_not_names_the_roles_that_may() -> None:
         == "Authors can compose and test issues; an editor or owner schedules them."
     )
     assert why_not(Role.EDITOR, Action.MANAGE_USERS) == (
-        "Editors can compose, test, schedule and steer issues; only an owner manages users."
+        "Editors can compose, test, schedule and steer issues and moderate replies; only an owner"
+        " manages users."
     )
     for role in Role:
         for action in Action:

@@ -123,7 +123,7 @@ def test_the_recipient_count_follows_every_change_to_subscribers(
         )
     counts = check(engine, "the imported confirmed")
 
-    assert consent.erase(engine, bob)
+    assert consent.erase(engine, bob, Settings())
     after = check(engine, "bob erased")
     assert after["deals"] == counts["deals"] - 1
 
@@ -206,7 +206,7 @@ def test_the_reports_feedback_follows_the_webhooks_and_every_change_to_deliverie
         "complained": 2,
         "unknown": 10,
     }
-    assert consent.erase(engine, 3)  # the delivery stays, holding nobody's data
+    assert consent.erase(engine, 3, Settings())  # the delivery stays, holding nobody's data
     assert reported(engine, issue_id) == heard(engine, issue_id)
     d = db.deliveries.c
     with engine.begin() as conn:  # changes made outside the product: SQL by hand

@@ -41,6 +41,11 @@ def create_app(settings: Settings) -> Celery:
                 "schedule": settings.sweep_seconds,
                 "options": {"expires": settings.sweep_seconds * 4},
             },
+            "replies": {
+                "task": names.TEND_REPLIES,
+                "schedule": settings.reply_digest_minutes * 60,
+                "options": {"expires": settings.reply_digest_minutes * 60},
+            },
         },
         worker_send_task_events=True,
         task_send_sent_event=True,

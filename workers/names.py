@@ -12,11 +12,12 @@ SWEEP = "letterpress.delivery.sweep"
 ANALYSE = "letterpress.site.analyse"
 RENDER_ARTICLES = "letterpress.site.render_articles"
 IMPORT_SUBSCRIBERS = "letterpress.audience.import_csv"  # a console import, by job id
+TEND_REPLIES = "letterpress.replies.tend"  # the moderators' digest, the purge of spam
 
 #: The build's units of work (``pipeline.site.units``) and the tasks that run them.
 BUILD_TASKS = {"analyse": ANALYSE, "render_articles": RENDER_ARTICLES}
 #: Tasks on the control queue: beat's ticks never wait behind a million batches.
-CONTROL_TASKS = (START_DUE, SWEEP)
+CONTROL_TASKS = (START_DUE, SWEEP, TEND_REPLIES)
 
 
 def work_queue(settings: Settings) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, Task
 
 from pipeline.audience import importjobs
+from pipeline.replies import digest
 from pipeline.sending.parts import SendingParts
 from pipeline.settings import Settings
 from pipeline.site import units
@@ -76,6 +77,11 @@ def register(app: Celery, settings: Settings) -> None:
     @app.task(name=names.START_DUE, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def due() -> list[int]:
         return parts().start_due(dispatcher)
+
+    @app.task(name=names.TEND_REPLIES, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def tend_replies() -> dict[str, int]:
+        tended = digest.tend(parts().engine, settings, parts().provider)
+        return {"told": tended.told, "purged": tended.purged}
 
     @app.task(name=names.SWEEP, shared=False, ignore_result=True)  # type: ignore[untyped-decorator]
     def sweep() -> dict[str, list[int]]:

@@ -25,6 +25,7 @@ from pipeline.audience.subscribers import check_time_zone, normalise_email
 from pipeline.audience.tokens import Signer
 from pipeline.errors import NotFound
 from pipeline.render.templating import environment, site_context
+from pipeline.replies import moderation
 from pipeline.sending.providers.base import Message, Recipient
 from pipeline.settings import Settings
 from pipeline.store import db
@@ -347,6 +348,7 @@ def export(engine: Engine, subscriber_id: int, via: str | None = None) -> dict[s
             .order_by(d.issue_id)
         ).all()
         clicks = _clicks(conn, subscriber_id)
+        replies = moderation.export_for(conn, row.email)
     return {
         "email": row.email,
         "name": row.name,
@@ -369,6 +371,7 @@ def export(engine: Engine, subscriber_id: int, via: str | None = None) -> dict[s
             for r in deliveries
         ],
         "clicks": [{"issue": r.issue_id, "url": r.url, "at": iso(r.at)} for r in clicks],
+        "replies": replies,
     }
 
 
@@ -388,13 +391,17 @@ def _clicks(conn: sa.Connection, subscriber_id: int) -> list[Any]:
     )
 
 
-def erase(engine: Engine, subscriber_id: int) -> bool:
+def erase(engine: Engine, subscriber_id: int, settings: Settings) -> bool:
     """Delete the subscriber and everything that names them (the right to erasure).
 
     Issue totals keep their counts; what is left of a delivery holds no personal data.
-    False when there was nobody to delete."""
+    Their replies to articles are removed, or kept as "a reader"'s
+    (``reply_erasure``). False when there was nobody to delete."""
     with engine.begin() as conn:
         d = db.deliveries.c
+        email = conn.scalar(sa.select(S.email).where(S.id == subscriber_id))
+        if email is not None:
+            moderation.erase_for(conn, settings, email)
         conn.execute(sa.delete(db.clicks).where(db.clicks.c.subscriber_id == subscriber_id))
         conn.execute(
             sa.delete(db.subscriber_events).where(

@@ -4,7 +4,10 @@ A token is ``<subscriber>.<ref>.<mac>``: two numbers in the clear, then the firs
 bits of HMAC-SHA256 over the purpose and the numbers, keyed by ``secret_key``. What the
 second number means depends on the purpose: the issue for ``click`` and ``view``, the
 list for ``unsubscribe`` (0: every list), the hour it was issued for ``confirm``,
-``export`` and ``delete`` (so those expire), 0 for ``preferences``. Nobody can
+``export`` and ``delete`` (so those expire), 0 for ``preferences``. The reply form's
+token (``reply``) carries the second it was issued and a checksum of the article's slug;
+``reply-notify`` (confirming reply notifications, dated) and ``reply-stop`` carry a
+reply's id where the others carry a subscriber's. Nobody can
 guess or forge one without the key, a token for one purpose is worthless for another,
 and making one costs about a microsecond, so a million recipients can have theirs
 without slowing the send.
@@ -24,7 +27,10 @@ from pipeline.errors import ConfigError
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
-PURPOSES = ("unsubscribe", "preferences", "confirm", "click", "view", "export", "delete")
+PURPOSES = (
+    "unsubscribe", "preferences", "confirm", "click", "view", "export", "delete",
+    "reply", "reply-notify", "reply-stop",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pipeline.broker import dispatcher_for
 from pipeline.cli.common import Context, pass_ctx, run_or_exit
 from pipeline.errors import ConfigError, LetterpressError
 from pipeline.people import audit
+from pipeline.replies import digest
 from pipeline.sending import issues, machinery, preflight, recover
 from pipeline.sending.batches import Dispatcher
 from pipeline.sending.parts import SendingParts, enqueue
@@ -487,7 +488,9 @@ def beat_command(ctx: Context, once: bool, celery_args: tuple[str, ...]) -> None
     """Start due issues and sweep stalled batches, every few seconds.
 
     With REDIS_URL this is Celery beat, and the workers do the work (run one beat; a
-    second is harmless, as claims are atomic). Without it, this process sends, inline."""
+    second is harmless, as claims are atomic). Without it, this process sends, inline.
+    Either way the moderators' digest of waiting replies goes out every
+    reply_digest_minutes, and old spam replies are purged."""
 
     def run() -> None:
         settings = ctx.settings()
@@ -505,7 +508,11 @@ def beat_command(ctx: Context, once: bool, celery_args: tuple[str, ...]) -> None
         inline = dispatcher_for(rt, None)
         if not once:
             click.echo(f"sending inline every {settings.beat_seconds:g} s (no REDIS_URL)")
+        tended = 0.0
         while True:
+            if time.monotonic() - tended >= settings.reply_digest_minutes * 60 or not tended:
+                digest.tend(rt.engine, settings, rt.provider)
+                tended = time.monotonic()
             for issue_id in rt.start_due(inline):
                 issue = issues.get(rt.engine, issue_id)
                 click.echo(

@@ -71,6 +71,10 @@ COMMANDS: dict[str, Lazy] = {
         "pipeline.cli.site:preview",
         "Render one email from articles: email.html, email.txt and message.eml.",
     ),
+    "replies": Lazy(
+        "pipeline.cli.replies:replies",
+        "Readers' replies: the waiting ones, and the moderators' digest.",
+    ),
     "serve": Lazy(
         "pipeline.cli.serve:serve",
         "Run the subscriber service: sign-up, unsubscribe, preferences, webhooks, click "

@@ -16,7 +16,7 @@ FAQ_MARKER = "<!-- faq -->"
 FIELDS = (
     "title", "slug", "subtitle", "summary", "category", "series", "tags", "author",
     "published", "updated", "status", "affiliate", "disclosure", "disclaimer", "pinned",
-    "hero", "faq",
+    "hero", "faq", "replies",
 )  # fmt: skip
 
 AffiliateMode = bool | Literal["auto"]
@@ -58,6 +58,7 @@ class Article:
     pinned: bool = False
     hero: Hero | None = None
     faq: tuple[FAQItem, ...] = ()
+    replies: bool | None = None  # None: as ``reply_categories`` says for its category
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -107,6 +108,7 @@ class Article:
 _SCALARS = (
     "path", "slug", "title", "category", "body", "body_line", "source_hash", "subtitle",
     "summary", "series", "author", "status", "affiliate", "disclosure", "disclaimer", "pinned",
+    "replies",
 )  # fmt: skip
 
 

@@ -255,6 +255,7 @@ def _build(
         disclosure=f.flag("disclosure", True),
         disclaimer=disclaimer,
         pinned=f.flag("pinned", False),
+        replies=f.flag("replies", False) if "replies" in values else None,
         hero=hero,
         faq=tuple(faq),
         field_lines={name: line for name, (_, line) in values.items()},

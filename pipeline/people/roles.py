@@ -9,6 +9,7 @@
     watch            ✓                              ✓     (the dashboard, a send's batches)
     reconcile        ✓                              ✓     (re-queue, reconcile, settle batches)
     subscribers      ✓                              ✓     (search, edit, erase, import, export)
+    moderate         ✓      ✓                             (readers' replies: approve, ban, close)
     manage users     ✓
 
 The console asks ``can`` before showing a control as enabled and again, on the server,
@@ -32,13 +33,14 @@ class Action(StrEnum):
     WATCH = "watch"  # the operators' dashboard, a send's batches
     RECONCILE = "reconcile"  # re-queue, reconcile and settle a send's batches
     SUBSCRIBERS = "subscribers"  # search, edit and erase subscribers; import and export
+    MODERATE = "moderate"  # readers' replies: approve, reject, mark spam, ban, close
     MANAGE_USERS = "manage_users"
 
 
 ALLOWED: Mapping[Role, frozenset[Action]] = {
     Role.OWNER: frozenset(Action),
     Role.EDITOR: frozenset(
-        {Action.READ, Action.COMPOSE, Action.TEST, Action.SCHEDULE, Action.STEER}
+        {Action.READ, Action.COMPOSE, Action.TEST, Action.SCHEDULE, Action.STEER, Action.MODERATE}
     ),
     Role.AUTHOR: frozenset({Action.READ, Action.COMPOSE, Action.TEST}),
     Role.VIEWER: frozenset({Action.READ}),
@@ -49,7 +51,7 @@ ALLOWED: Mapping[Role, frozenset[Action]] = {
 
 # What a role does, and who does what it may not: ``why_not`` joins the two.
 _ROLE_DOES = {
-    Role.EDITOR: "Editors can compose, test, schedule and steer issues",
+    Role.EDITOR: "Editors can compose, test, schedule and steer issues and moderate replies",
     Role.AUTHOR: "Authors can compose and test issues",
     Role.VIEWER: "Viewers can read issues",
     Role.OPERATOR: "Operators run the sending and look after subscribers",
@@ -63,6 +65,7 @@ _WHO_DOES = {
     Action.WATCH: "an operator or owner watches the sending machinery",
     Action.RECONCILE: "an operator or owner re-queues, reconciles and settles batches",
     Action.SUBSCRIBERS: "an operator or owner manages subscribers",
+    Action.MODERATE: "an editor or owner moderates readers' replies",
     Action.MANAGE_USERS: "only an owner manages users",
 }
 

@@ -1,10 +1,10 @@
 """The hot articles block: engagement ranked with time decay, pinned articles first.
 
-Views and email clicks are kept in two Redis sorted sets with *forward decay*: an
-event at time ``t`` adds ``weight * 2 ** ((t - landmark) / half_life)``, so a newer
-event counts more and ranking needs no periodic job. When the multiplier grows large
-the script rescales both sets and moves the landmark, atomically. With no Redis (or
-no data), articles fall back to the most recent first.
+Views, and email clicks with approved replies, are kept in two Redis sorted sets with
+*forward decay*: an event at time ``t`` adds ``weight * 2 ** ((t - landmark) /
+half_life)``, so a newer event counts more and ranking needs no periodic job. When the
+multiplier grows large the script rescales both sets and moves the landmark,
+atomically. With no Redis (or no data), articles fall back to the most recent first.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class HotCard:
 
 
 class Engagement:
-    """Views and clicks in Redis. ``record_view`` and ``record_click`` are cheap and atomic."""
+    """Views, clicks and replies in Redis; each ``record_…`` is cheap and atomic."""
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
@@ -94,6 +94,11 @@ class Engagement:
         """Several clicks at once: one call per article (decay is linear in the weight)."""
         for slug, n in Counter(slugs).items():
             self._add(2, slug, self.settings.hot_click_weight * n, None)
+
+    def record_replies(self, slugs: Iterable[str]) -> None:
+        """Approved replies (``hot_reply_weight`` each), counted with the clicks."""
+        for slug, n in Counter(slugs).items():
+            self._add(2, slug, self.settings.hot_reply_weight * n, None)
 
     def scores(self) -> dict[str, float]:
         """Weighted, decayed engagement per slug (only relative sizes mean anything)."""

@@ -31,3 +31,12 @@ def disclaimer_for(settings: Settings, article: Article) -> str:
         return settings.disclaimer_text
     cats = settings.disclaimer_categories
     return settings.disclaimer_text if "*" in cats or article.category in cats else ""
+
+
+def replies_open(settings: Settings, article: Article) -> bool:
+    """Whether the article's page takes replies: its ``replies`` front matter, else
+    ``reply_categories`` (a moderator may still close them in the console)."""
+    if article.replies is not None:
+        return article.replies
+    cats = settings.reply_categories
+    return "*" in cats or article.category in cats

@@ -39,7 +39,7 @@ from pipeline.render.markup import (
     link_problems,
     slugify_heading,
 )
-from pipeline.render.policy import article_page_path
+from pipeline.render.policy import article_page_path, replies_open
 from pipeline.render.templating import environment, templates_version
 from pipeline.settings import Settings
 from pipeline.site.links import favicon_bytes, favicon_path
@@ -50,7 +50,7 @@ from pipeline.site.units import Unit
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".letterpress"
-FORMAT = 8  # bump when the meaning of cached data changes
+FORMAT = 9  # bump when the meaning of cached data changes
 CHUNK = 50  # articles per unit of work
 # What an article takes from its file at each build; the rest of it is kept in the state.
 _FROM_THE_FILE = ("body", "path", "source_hash", "modified")
@@ -156,6 +156,9 @@ class Builder:
         if settings.page_view_beacon:
             beacon = (settings.templates_dir / "web" / "beacon.js").read_bytes()
             yield "assets/beacon.js", hashlib.sha256(beacon).hexdigest(), lambda: beacon
+        if any(replies_open(settings, a) for a in published):
+            script = (settings.templates_dir / "web" / "replies.js").read_bytes()
+            yield "assets/replies.js", hashlib.sha256(script).hexdigest(), lambda: script
         yield favicon_path(settings), hashlib.sha256(favicon).hexdigest(), lambda: favicon
 
         home_hot = [c.__dict__ for c in hot.cards(

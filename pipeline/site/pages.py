@@ -8,11 +8,19 @@ from typing import Any
 
 from feedgen.feed import FeedGenerator
 
+from pipeline.audience.tokens import Signer
 from pipeline.content.article import Article
 from pipeline.render import hot
 from pipeline.render.markup import Body, parse_fragment, slugify_heading
-from pipeline.render.policy import article_page_path, article_url, disclaimer_for, disclosure_for
+from pipeline.render.policy import (
+    article_page_path,
+    article_url,
+    disclaimer_for,
+    disclosure_for,
+    replies_open,
+)
 from pipeline.render.templating import environment, site_context
+from pipeline.replies.guard import HONEYPOT, form_token
 from pipeline.settings import Settings
 from pipeline.site.links import FAVICON_TYPES, PageLinks, absolute_url, favicon_path
 
@@ -60,11 +68,36 @@ def article_page(
         category_slug=slugify_heading(article.category),
         series_slug=slugify_heading(article.series) if article.series else "",
         json_ld=_json_ld(settings, article, body, url),
+        replies=_reply_form(settings, article),
         beacon=settings.page_view_beacon,
         beacon_url=f"{settings.base_url}/v/{article.slug}",
         absolute=lambda src: absolute_url(settings, src),
     )
     return env.get_template("web/article.html").render(ctx)
+
+
+def _reply_form(settings: Settings, article: Article) -> dict[str, str] | None:
+    """What the page's reply form needs, or None when the article takes no replies.
+
+    Its token is issued at the article's date, so it is the same at every build (an
+    unchanged page is not written again): it names the article, and the page's script
+    replaces it with one issued at the page's load. Without ``secret_key`` the page has
+    none, and the service answers a post with the form again, holding a fresh one."""
+    if not replies_open(settings, article):
+        return None
+    token = ""
+    secret = settings.secret_key.get_secret_value()
+    if len(secret) >= 16:
+        token = form_token(Signer.from_settings(settings), article.slug, article.date.timestamp())
+    base = settings.base_url
+    return {
+        "action": f"{base}/replies/{article.slug}",
+        "api": f"{base}/api/replies/{article.slug}",
+        "page": f"{base}/replies/{article.slug}",
+        "token": token,
+        "honeypot": HONEYPOT,
+        "max_chars": str(settings.reply_max_chars),
+    }
 
 
 def author_type(settings: Settings, name: str) -> str:

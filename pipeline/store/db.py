@@ -22,6 +22,9 @@ subscriber gets issues (``memberships.recipient``), and ``issue_feedback``.
     users ──< console_sessions  who signs in to the editors' console; their sign-ins
           ──< audit_log         what they (or the command line) changed, and when
           ──< import_jobs       CSV files uploaded to the console, and their imports
+    replies ──< replies         readers' replies to articles, one level of threads
+    reply_bans                  addresses and IP ranges whose replies are refused
+    reply_articles              articles whose replies a moderator closed
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from pipeline.statuses import (
     DeliveryStatus,
     ImportStatus,
     IssueStatus,
+    ReplyNotify,
+    ReplyStatus,
     Role,
     SubscriberStatus,
     check,
@@ -398,6 +403,56 @@ import_jobs = sa.Table(
     sa.Column("finished_at", UTCDateTime),
     sa.CheckConstraint(check("status", ImportStatus), name="status"),
     sa.Index(None, "created_at"),
+)
+
+replies = sa.Table(
+    "replies",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("article_slug", sa.String(120), nullable=False),
+    # The reply at the top of its thread (threads are one level deep), and the reply it
+    # answers (whose author may be told of it): both NULL for a reply to the article.
+    sa.Column("parent_id", ID, sa.ForeignKey("replies.id", ondelete="SET NULL")),
+    sa.Column("answers_id", ID, sa.ForeignKey("replies.id", ondelete="SET NULL")),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("email", EMAIL, nullable=False),  # never shown to the public
+    sa.Column("website", sa.String(300), nullable=False, server_default=""),
+    sa.Column("body", sa.Text, nullable=False),  # plain text as the reader wrote it
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("notify", sa.String(20), nullable=False, server_default=ReplyNotify.OFF.value),
+    # A keyed hash of the poster's IP range (a ban can name it; the address is not kept).
+    sa.Column("range_hash", sa.String(64), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("decided_at", UTCDateTime),  # approved, rejected or marked spam
+    sa.Column("decided_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("in_digest", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.CheckConstraint(check("status", ReplyStatus), name="status"),
+    sa.CheckConstraint(check("notify", ReplyNotify), name="notify"),
+    sa.Index(None, "article_slug", "status", "id"),
+    sa.Index(None, "status", "created_at"),
+    sa.Index(None, "email"),
+)
+
+reply_bans = sa.Table(
+    "reply_bans",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("kind", sa.String(10), nullable=False),  # address | range
+    sa.Column("value", sa.String(320), nullable=False),  # the address, or the range's hash
+    sa.Column("label", sa.String(200), nullable=False),  # what the console shows
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False, server_default=""),
+    sa.CheckConstraint("kind IN ('address', 'range')", name="kind"),
+    sa.UniqueConstraint("kind", "value"),
+)
+
+reply_articles = sa.Table(
+    "reply_articles",
+    metadata,
+    sa.Column("slug", sa.String(120), primary_key=True),
+    sa.Column("closed", sa.Boolean, nullable=False),
+    sa.Column("changed_at", UTCDateTime, nullable=False),
+    sa.Column("changed_by", sa.String(200), nullable=False, server_default=""),
 )
 
 

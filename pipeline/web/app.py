@@ -21,7 +21,7 @@ from pipeline.broker import Edge
 from pipeline.ops import health
 from pipeline.sending.providers.base import Provider
 from pipeline.settings import Settings, load_settings
-from pipeline.web import admin, console, hooks, pages, public
+from pipeline.web import admin, console, hooks, pages, public, replies
 from pipeline.web.forms import UPLOADS, Utf8Forms
 from pipeline.web.service import ASGIApp, Message, Receive, Scope, Send, Service, current
 
@@ -181,9 +181,12 @@ def create_app(
     app.include_router(public.hot)
     app.include_router(public.router)
     app.include_router(pages.router)
+    app.include_router(replies.router)
     app.include_router(hooks.router)
     app.include_router(admin.router)
     app.include_router(console.router)
+    if settings.site_dir is not None:  # last: only what no route answers
+        app.mount("/", pages.SiteFiles(directory=settings.site_dir, html=True), name="site")
     _answer_errors(app)
     console.handle_errors(app)
     app.add_middleware(Utf8Forms, service=app.state.service)

@@ -1,13 +1,15 @@
 """The pages of the subscriber service that act for nobody: the health check, the
 stylesheet, the issue archive with each sent issue's web version, and the page a
-preview's personal links lead to. No token, nothing changes."""
+preview's personal links lead to, and the built site when this server serves it too
+(``site_dir``). No token, nothing changes."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from pipeline.ops import health
 from pipeline.sending import archive as issue_archive
@@ -134,3 +136,27 @@ def issue_page(svc: Svc, issue_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> HTM
         html,
         headers={"content-security-policy": ISSUE_PAGE_CSP, "cache-control": "public, max-age=300"},
     )
+
+
+# -- the built site (``site_dir``) ------------------------------------------------------------
+
+# Scripts (the page-view beacon, the replies) and styles from this origin only; no
+# inline script or style; the replies' requests go to this origin. Images and
+# embedded frames of articles may come from elsewhere over https.
+SITE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self';"
+    " img-src 'self' https: data:; frame-src https:; object-src 'none';"
+    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+class SiteFiles(StaticFiles):
+    """The built site, when ``letterpress serve`` serves it too (``site_dir``): one
+    origin for the pages and the service their forms and scripts reach."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["content-security-policy"] = SITE_CSP
+        # The Origin of a reply form's POST names the site (no-referrer would send "null").
+        response.headers["referrer-policy"] = "strict-origin-when-cross-origin"
+        return response

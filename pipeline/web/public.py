@@ -381,7 +381,7 @@ def delete_page(svc: Svc, token: Token) -> HTMLResponse:
 )
 def delete(svc: Svc, token: Token) -> HTMLResponse:
     claim = _claim(svc, "delete", token, svc.settings.signed_link_hours)
-    consent.erase(svc.engine, claim.subscriber_id)
+    consent.erase(svc.engine, claim.subscriber_id, svc.settings)
     return svc.page(
         "message.html",
         title="Your data is deleted",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from pipeline.broker import Broker, Edge
 from pipeline.content.store import FileContentStore
 from pipeline.errors import NotFound
 from pipeline.render.hot import Engagement
+from pipeline.render.policy import replies_open
 from pipeline.render.proof import Proofs
 from pipeline.render.templating import environment, site_context
 from pipeline.sending.parts import SendingParts
@@ -50,6 +51,14 @@ PAGE_CSP = (
 SLUGS_SECONDS = 300  # how long the published articles' slugs are kept
 
 
+@dataclass(frozen=True)
+class Published:
+    """What the service knows of a published article."""
+
+    title: str
+    replies: bool  # its page takes replies (``policy.replies_open``)
+
+
 @dataclass
 class Service:
     """What the handlers share in one server process."""
@@ -59,7 +68,7 @@ class Service:
     redis: Any | None
     provider_override: Provider | None = None
     edge: Edge = field(default_factory=Edge)  # how to reach the workers (workers.edge)
-    _slugs: tuple[float, frozenset[str]] = (0.0, frozenset())
+    _articles: tuple[float, dict[str, Published]] = (0.0, {})
     list_names: dict[int, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # What a page keeps in this process between requests (the dashboard's slow answers).
@@ -110,20 +119,26 @@ class Service:
     def provider(self) -> Provider:
         return self.provider_override or create_provider(self.settings)
 
-    def article_slugs(self) -> frozenset[str]:
-        """The published articles' slugs (page views count for these only), re-read
-        from the content store every five minutes."""
-        loaded, slugs = self._slugs
+    def articles(self) -> dict[str, Published]:
+        """The published articles by slug (page views count for these only, replies go
+        to these only), re-read from the content store every five minutes."""
+        loaded, articles = self._articles
         if time.monotonic() - loaded < SLUGS_SECONDS and loaded:
-            return slugs
+            return articles
         with self._lock:
             try:
                 catalog = FileContentStore(self.settings.content_dir, self.settings).catalog()
-                slugs = frozenset(a.slug for a in catalog.published())
+                articles = {
+                    a.slug: Published(a.title, replies_open(self.settings, a))
+                    for a in catalog.published()
+                }
             except NotFound:
-                slugs = frozenset()
-            self._slugs = (time.monotonic(), slugs)
-        return slugs
+                articles = {}
+            self._articles = (time.monotonic(), articles)
+        return articles
+
+    def article_slugs(self) -> Collection[str]:
+        return self.articles().keys()
 
     def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.templates.get_template(f"service/{name}").render(

@@ -1,4 +1,5 @@
-"""Group commit for the service's hottest writes: clicks and one-click unsubscribes.
+"""Group commit for the service's hottest writes: clicks, one-click unsubscribes and
+readers' replies.
 
 Each server process has one writer thread. A request hands its write to it and waits;
 the thread takes every write waiting at that moment and applies them in one
@@ -26,7 +27,10 @@ from typing import TYPE_CHECKING
 from pipeline.audience import consent
 from pipeline.audience.tracking import Click, record_clicks
 from pipeline.render.hot import Engagement
+from pipeline.replies import threads
+from pipeline.replies.threads import Closed, NewReply, Posted
 from pipeline.settings import Settings
+from pipeline.statuses import ReplyStatus
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -43,7 +47,8 @@ class Unsubscribe:
     via: str
 
 
-Write = Click | Unsubscribe
+Write = Click | Unsubscribe | NewReply
+Result = bool | Posted | Closed
 
 
 class _Pending:
@@ -52,7 +57,7 @@ class _Pending:
     def __init__(self, write: Write, loop: asyncio.AbstractEventLoop) -> None:
         self.write = write
         self.loop = loop
-        self.future: asyncio.Future[bool] = loop.create_future()
+        self.future: asyncio.Future[Result] = loop.create_future()
 
 
 class GroupWriter:
@@ -67,9 +72,10 @@ class GroupWriter:
         self._lock = threading.Lock()
         self._file_lock = _process_lock(engine)
 
-    async def submit(self, write: Write) -> bool:
+    async def submit(self, write: Write) -> Result:
         """Apply ``write``; returns once it is committed. For a click: whether it counts
-        as engagement; for an unsubscribe: whether anything changed."""
+        as engagement; for an unsubscribe: whether anything changed; for a reply: what
+        became of it (``threads.post``)."""
         pending = _Pending(write, asyncio.get_running_loop())
         self._start()
         self._queue.put(pending)
@@ -100,7 +106,7 @@ class GroupWriter:
                 for pending in group:
                     self._one(pending)
                 continue
-            self._rank([p.write for p, r in zip(group, results, strict=True) if r])
+            self._rank([(p.write, r) for p, r in zip(group, results, strict=True) if r])
             for pending, result in zip(group, results, strict=True):
                 _answer(pending, result)
 
@@ -113,18 +119,24 @@ class GroupWriter:
             _answer(pending, exc)
             return
         if result:
-            self._rank([pending.write])
+            self._rank([(pending.write, result)])
         _answer(pending, result)
 
-    def _rank(self, done: Sequence[Write]) -> None:
-        """Engaged clicks on articles count for the hot articles: after the commit (the
-        ranking is a cache of what is stored; Redis being down loses a little of it),
-        before the answer (a reader who clicks sees the ranking include it)."""
+    def _rank(self, done: Sequence[tuple[Write, Result]]) -> None:
+        """Engaged clicks on articles and replies published at once count for the hot
+        articles: after the commit (the ranking is a cache of what is stored; Redis
+        being down loses a little of it), before the answer (a reader who clicks sees
+        the ranking include it)."""
         if self.engagement is None:
             return
         try:
             self.engagement.record_clicks(
-                w.slug for w in done if isinstance(w, Click) and w.slug is not None
+                w.slug for w, _ in done if isinstance(w, Click) and w.slug is not None
+            )
+            self.engagement.record_replies(
+                r.slug
+                for _, r in done
+                if isinstance(r, Posted) and r.status is ReplyStatus.APPROVED
             )
         except Exception as exc:  # redis.RedisError and OSError alike
             log.warning("could not rank clicks in Redis: %s", exc)
@@ -151,7 +163,7 @@ def _process_lock(engine: Engine) -> Callable[[], AbstractContextManager[None]]:
     return locked
 
 
-def _answer(pending: _Pending, result: bool | BaseException) -> None:
+def _answer(pending: _Pending, result: Result | BaseException) -> None:
     def settle() -> None:
         if pending.future.done():  # the request went away
             return
@@ -163,9 +175,9 @@ def _answer(pending: _Pending, result: bool | BaseException) -> None:
     pending.loop.call_soon_threadsafe(settle)
 
 
-def apply(conn: Connection, settings: Settings, writes: Sequence[Write]) -> list[bool]:
+def apply(conn: Connection, settings: Settings, writes: Sequence[Write]) -> list[Result]:
     """Apply the writes, in order, inside ``conn``'s transaction."""
-    results: list[bool] = [False] * len(writes)
+    results: list[Result] = [False] * len(writes)
     clicks = [(i, w) for i, w in enumerate(writes) if isinstance(w, Click)]
     if clicks:
         engaged = record_clicks(conn, settings, [c for _, c in clicks])
@@ -183,4 +195,7 @@ def apply(conn: Connection, settings: Settings, writes: Sequence[Write]) -> list
     for i, u in leaving:
         if u.list_id:
             results[i] = consent.leave(conn, u.subscriber_id, u.list_id, u.via)
+    for i, w in enumerate(writes):
+        if isinstance(w, NewReply):
+            results[i] = threads.post(conn, settings, w)
     return results

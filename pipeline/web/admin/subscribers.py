@@ -228,6 +228,6 @@ def update_subscriber(
     responses={204: {"description": "Erased"}, **NO_SUBSCRIBER},
 )
 def erase_subscriber(svc: Svc, subscriber_id: SubscriberId) -> Response:
-    if not consent.erase(svc.engine, subscriber_id):
+    if not consent.erase(svc.engine, subscriber_id, svc.settings):
         raise HTTPException(404, f"no subscriber with id {subscriber_id}")
     return Response(status_code=204)

@@ -15,6 +15,7 @@
     operations.py  the operators' dashboard: queues, workers, sends, errors
     subscribers.py  search subscribers, one's history, edit, export, erase; suppressions
     imports.py  import a CSV file (progress, stop, the bad rows) and export subscribers
+    replies.py  moderate readers' replies: the queue, bans, closing an article's replies
     views.py    templates (``templates/console/``), headers, the sections
 
 Every page is escaped Jinja2 with a strict Content-Security-Policy (scripts from this
@@ -41,6 +42,7 @@ from pipeline.web.console import (
     imports,
     issue,
     operations,
+    replies,
     signin,
     subscribers,
     totp,
@@ -138,6 +140,7 @@ for part in (
     operations.router,
     subscribers.router,
     imports.router,
+    replies.router,
 ):
     signed.include_router(part)
 

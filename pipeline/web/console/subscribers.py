@@ -281,7 +281,7 @@ def review_erase(
 def erase_subscriber(
     svc: Svc, request: Request, session: Keeper, subscriber_id: SubscriberId
 ) -> Response:
-    if not consent.erase(svc.engine, subscriber_id):
+    if not consent.erase(svc.engine, subscriber_id, svc.settings):
         _profile(svc, subscriber_id, session)  # the 404 page: nobody to erase
     audit.record(svc.engine, session.user.id, "subscriber erased", f"subscriber {subscriber_id}")
     return views.see_other(f"{PAGE}?done=erased")

@@ -53,6 +53,7 @@ class Section:
 SECTIONS: tuple[Section, ...] = (
     Section("/admin/issues", "Issues", Action.READ, "Every issue; compose and edit drafts."),
     Section("/admin/articles", "Articles", Action.READ, "Articles, their problems, engagement."),
+    Section("/admin/replies", "Replies", Action.MODERATE, "Readers' replies: approve, ban, close."),
     Section("/admin/operations", "Operations", Action.WATCH, "Queues, workers, sends and errors."),
     Section(
         "/admin/subscribers",

@@ -1,0 +1,254 @@
+"""Posting a reply, and the approved replies of an article as the public sees them.
+
+Whether a new reply waits for a moderator is ``reply_moderation``: ``all`` hold every
+reply, ``first`` (the default) holds an address's replies until one of them is
+approved, ``none`` publishes at once. A reply with a word of ``reply_blocklist`` is
+spam: kept out of sight. Replies from a banned address or IP range, and to an article
+whose replies are closed, are refused.
+
+Threads are one level deep: a reply to a reply joins the thread of the reply it
+answers, and its ``answers_id`` remembers which one it answered (that author may be
+told). The public never sees an address: ``PublicReply`` has none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from pipeline.replies.text import Fields, Paragraph, ReplyProblem, blocked_word, segments
+from pipeline.statuses import ReplyNotify, ReplyStatus, SubscriberStatus
+from pipeline.store import db
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from pipeline.settings import Settings
+
+R = db.replies.c
+
+
+@dataclass(frozen=True)
+class NewReply:
+    slug: str
+    fields: Fields
+    answers_id: int | None  # the reply it answers; None for a reply to the article
+    notify: bool  # the reader asked to be told of replies to this one
+    range_hash: str  # ``range_hash`` of the poster's address
+
+
+@dataclass(frozen=True)
+class Posted:
+    id: int
+    status: ReplyStatus
+    notify: ReplyNotify
+    slug: str
+    email: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The reply was not stored: ``why`` says so to the reader."""
+
+    why: str
+    status: int = 403
+
+
+@dataclass(frozen=True)
+class PublicReply:
+    id: int
+    parent_id: int | None
+    name: str
+    website: str
+    created_at: datetime
+    paragraphs: list[Paragraph]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "parent_id": self.parent_id,
+            "name": self.name,
+            "website": self.website,
+            "date": self.created_at.isoformat(timespec="seconds"),
+            "paragraphs": self.paragraphs,
+        }
+
+
+@dataclass(frozen=True)
+class Thread:
+    reply: PublicReply
+    answers: list[PublicReply]
+
+
+def range_of(client: str) -> str:
+    """The IP range a ban names: the /24 of an IPv4 address, the /48 of an IPv6 one
+    (``client`` is ``pipeline.web.limits.client_of``: an address or a /64)."""
+    try:
+        network = ipaddress.ip_network(client, strict=False)
+    except ValueError:
+        return client
+    prefix = 24 if network.version == 4 else 48
+    return str(network.supernet(new_prefix=prefix)) if network.prefixlen > prefix else str(network)
+
+
+def range_hash(secret: str, client: str) -> str:
+    """The keyed hash of ``client``'s range that replies and bans store instead of it."""
+    key = secret.encode("utf-8")
+    return hmac.new(key, f"range|{range_of(client)}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def banned(conn: Connection, email: str, range_digest: str) -> bool:
+    b = db.reply_bans.c
+    found = conn.execute(
+        sa.select(b.id)
+        .where(
+            sa.or_(
+                sa.and_(b.kind == "address", b.value == email),
+                sa.and_(b.kind == "range", b.value == range_digest),
+            )
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def is_closed(conn: Connection, slug: str) -> bool:
+    a = db.reply_articles.c
+    return bool(conn.scalar(sa.select(a.closed).where(a.slug == slug)))
+
+
+CLOSED = "Replies to this article are closed."
+BANNED = "Replies from this address are not accepted."
+
+
+def post(conn: Connection, settings: Settings, new: NewReply) -> Posted | Closed:
+    """Store ``new`` in ``conn``'s transaction, held, published or as spam; ``Closed``
+    when it may not be stored. Raises ``ReplyProblem`` for a reply to a reply that is
+    not shown on this article."""
+    f = new.fields
+    if is_closed(conn, new.slug):
+        return Closed(CLOSED)
+    if banned(conn, f.email, new.range_hash):
+        return Closed(BANNED)
+    parent_id = answers_id = None
+    if new.answers_id is not None:
+        answered = conn.execute(
+            sa.select(R.id, R.parent_id).where(
+                R.id == new.answers_id,
+                R.article_slug == new.slug,
+                R.status == ReplyStatus.APPROVED,
+            )
+        ).first()
+        if answered is None:
+            raise ReplyProblem("reply", "the reply you answered is not on this page any more")
+        answers_id = answered.id
+        parent_id = answered.parent_id or answered.id
+    status = _status(conn, settings, f)
+    notify = ReplyNotify.OFF
+    if new.notify and status is not ReplyStatus.SPAM:
+        notify = ReplyNotify.ON if _confirmed(conn, f.email) else ReplyNotify.UNCONFIRMED
+    now = db.now()
+    reply_id = conn.execute(
+        sa.insert(db.replies)
+        .values(
+            article_slug=new.slug,
+            parent_id=parent_id,
+            answers_id=answers_id,
+            name=f.name,
+            email=f.email,
+            website=f.website,
+            body=f.body,
+            status=status,
+            notify=notify,
+            range_hash=new.range_hash,
+            created_at=now,
+            decided_at=now if status is ReplyStatus.APPROVED else None,
+            decided_by="published at once" if status is ReplyStatus.APPROVED else "",
+        )
+        .returning(R.id)
+    ).scalar_one()
+    return Posted(reply_id, status, notify, new.slug, f.email, f.name)
+
+
+def _status(conn: Connection, settings: Settings, f: Fields) -> ReplyStatus:
+    if blocked_word(settings, f) is not None:
+        return ReplyStatus.SPAM
+    if settings.reply_moderation == "none":
+        return ReplyStatus.APPROVED
+    if settings.reply_moderation == "first":
+        known = conn.execute(
+            sa.select(R.id).where(R.email == f.email, R.status == ReplyStatus.APPROVED).limit(1)
+        ).first()
+        if known is not None:
+            return ReplyStatus.APPROVED
+    return ReplyStatus.PENDING
+
+
+def _confirmed(conn: Connection, email: str) -> bool:
+    """The address is a confirmed subscriber, or confirmed notifications before."""
+    s = db.subscribers.c
+    if conn.execute(
+        sa.select(s.id).where(s.email == email, s.status == SubscriberStatus.ACTIVE)
+    ).first():
+        return True
+    return (
+        conn.execute(
+            sa.select(R.id).where(R.email == email, R.notify == ReplyNotify.ON).limit(1)
+        ).first()
+        is not None
+    )
+
+
+def approved(conn: Connection, slug: str) -> list[Thread]:
+    """The approved replies of ``slug``, oldest first, each with its answers."""
+    rows = conn.execute(
+        sa.select(R.id, R.parent_id, R.name, R.website, R.created_at, R.body)
+        .where(R.article_slug == slug, R.status == ReplyStatus.APPROVED)
+        .order_by(R.id)
+    ).all()
+    shown = [
+        PublicReply(r.id, r.parent_id, r.name, r.website, r.created_at, segments(r.body))
+        for r in rows
+    ]
+    threads: dict[int, Thread] = {}
+    for reply in shown:
+        parent = threads.get(reply.parent_id) if reply.parent_id is not None else None
+        if parent is not None:
+            parent.answers.append(reply)
+        else:  # a reply to the article, or one whose thread is no longer shown
+            threads[reply.id] = Thread(reply, [])
+    return list(threads.values())
+
+
+def load(engine: Engine, slug: str) -> list[Thread]:
+    with engine.connect() as conn:
+        return approved(conn, slug)
+
+
+def closed(engine: Engine, slug: str) -> bool:
+    with engine.connect() as conn:
+        return is_closed(conn, slug)
+
+
+def public_reply(engine: Engine, reply_id: int) -> PublicReply | None:
+    """One approved reply as the public sees it."""
+    with engine.connect() as conn:
+        r = conn.execute(
+            sa.select(R.id, R.parent_id, R.name, R.website, R.created_at, R.body).where(
+                R.id == reply_id, R.status == ReplyStatus.APPROVED
+            )
+        ).first()
+    if r is None:
+        return None
+    return PublicReply(r.id, r.parent_id, r.name, r.website, r.created_at, segments(r.body))
+
+
+def public_json(threads: list[Thread]) -> list[dict[str, Any]]:
+    return [{**t.reply.to_json(), "answers": [a.to_json() for a in t.answers]} for t in threads]
