@@ -47,7 +47,9 @@ def test_reply_text_is_plain_and_its_web_addresses_are_ugc_links(settings: Setti
         '<a href="https://example.org/a?b=1&amp;c=2" rel="ugc nofollow noopener">'
         "https://example.org/a?b=1&amp;c=2</a>" in html
     )
-    assert '<a href="http://www.example.com" rel="ugc nofollow noopener">www.example.com</a>' in html
+    assert (
+        '<a href="http://www.example.com" rel="ugc nofollow noopener">www.example.com</a>' in html
+    )
     assert "mailto:" not in html and 'href="javascript' not in html
     assert html.count("<p>") == 2 and "<br>" in html
     paragraphs = segments("one\ntwo https://x.example\n\nthree")
@@ -68,13 +70,23 @@ def test_reply_text_is_plain_and_its_web_addresses_are_ugc_links(settings: Setti
         ({"website": "https://no-dot"}, "website", "web address"),
         ({"comment": " \n "}, "comment", "write your reply"),
         ({"comment": "x" * 5001}, "comment", "at most 5000"),
-        ({"comment": "a https://a.example b https://b.example c https://c.example"}, "comment", "at most 2 web addresses"),
+        (
+            {"comment": "a https://a.example b https://b.example c https://c.example"},
+            "comment",
+            "at most 2 web addresses",
+        ),
     ],
 )
 def test_each_field_is_checked_with_a_sentence_for_the_reader(
     settings: Settings, fields: dict[str, str], field: str, words: str
 ) -> None:
-    values = {"name": "Ann", "email": "ann@example.org", "website": "", "comment": "Hello", **fields}
+    values = {
+        "name": "Ann",
+        "email": "ann@example.org",
+        "website": "",
+        "comment": "Hello",
+        **fields,
+    }
     with pytest.raises(ReplyProblem) as caught:
         check(settings, values["name"], values["email"], values["website"], values["comment"])
     assert caught.value.field == field
@@ -83,7 +95,12 @@ def test_each_field_is_checked_with_a_sentence_for_the_reader(
 
 def test_fields_are_normalised(settings: Settings) -> None:
     f = check(settings, " Ann\u200b  Lee ", "Ann@Example.ORG", "example.org/me", "Hi\r\nthere\x00 ")
-    assert (f.name, f.email, f.website, f.body) == ("Ann Lee", "ann@example.org", "https://example.org/me", "Hi\nthere")
+    assert (f.name, f.email, f.website, f.body) == (
+        "Ann Lee",
+        "ann@example.org",
+        "https://example.org/me",
+        "Hi\nthere",
+    )
 
 
 # -- the service --------------------------------------------------------------------------------
@@ -152,7 +169,11 @@ def test_a_first_reply_waits_and_once_approved_the_address_is_published_at_once(
     assert "awaits moderation" in first.json()["message"]
     assert shown(svc) == []
     (held,) = rows(svc)
-    assert (held.status, held.email, held.website) == ("pending", "ann@example.org", "https://ann.example.org")
+    assert (held.status, held.email, held.website) == (
+        "pending",
+        "ann@example.org",
+        "https://ann.example.org",
+    )
     assert held.range_hash and "127.0.0.1" not in held.range_hash
 
     decided = moderation.decide(svc.engine, [held.id], "approve", "mod@example.org", None)
@@ -187,10 +208,14 @@ def test_a_first_reply_waits_and_once_approved_the_address_is_published_at_once(
 
 
 @pytest.mark.parametrize(
-    "moderation_mode, statuses", [("all", ["pending", "pending"]), ("none", ["approved", "approved"])]
+    "moderation_mode, statuses",
+    [("all", ["pending", "pending"]), ("none", ["approved", "approved"])],
 )
 def test_moderation_can_hold_every_reply_or_none(
-    sqlite_url: str, replies_service: Callable[..., RunningService], moderation_mode: str, statuses: list[str]
+    sqlite_url: str,
+    replies_service: Callable[..., RunningService],
+    moderation_mode: str,
+    statuses: list[str],
 ) -> None:
     svc = replies_service(sqlite_url, reply_moderation=moderation_mode)
     first = post(svc)
@@ -230,7 +255,7 @@ def test_bots_are_refused_and_nothing_is_stored(
     assert form.status_code == 400 and "send your reply again" in form.text
     assert 'name="token" value="' in form.text and "a@example.org" in form.text  # kept for them
     assert rows(svc) == []
-    assert "a reply to %s was refused: honeypot" % SLUG in svc.output_once("honeypot")
+    assert f"a reply to {SLUG} was refused: honeypot" in svc.output_once("honeypot")
 
 
 def test_bans_and_closed_articles_refuse_replies(
@@ -293,9 +318,19 @@ def test_bad_bodies_get_a_4xx_and_nothing_is_stored(
 ) -> None:
     svc = replies_service(database_url)
     url = svc.url + API
-    assert requests.post(url, data=b"{not json", headers={"content-type": "application/json"}, timeout=10).status_code == 422
+    assert (
+        requests.post(
+            url, data=b"{not json", headers={"content-type": "application/json"}, timeout=10
+        ).status_code
+        == 422
+    )
     assert requests.post(url, json={"comment": 5, "answers": "x"}, timeout=10).status_code == 422
-    assert requests.post(url, data=b"x" * 70_000, headers={"content-type": "application/json"}, timeout=10).status_code == 413
+    assert (
+        requests.post(
+            url, data=b"x" * 70_000, headers={"content-type": "application/json"}, timeout=10
+        ).status_code
+        == 413
+    )
     latin1 = "name=Jos\xe9&email=a@example.org&comment=hi".encode("latin-1")
     form = requests.post(
         svc.url + f"/replies/{SLUG}",
@@ -331,14 +366,18 @@ def test_notifications_need_a_confirmed_address_and_stop_in_one_click(
     assert requests.post(link, timeout=10).status_code == 200
     assert rows(svc)[0].notify == "on"
 
-    post(svc, email="bob@example.org", name="Bob <b>", comment="Second <i>answer</i>", answers=ann_id)
+    post(
+        svc, email="bob@example.org", name="Bob <b>", comment="Second <i>answer</i>", answers=ann_id
+    )
     (notice,) = mails(svc.settings.outbox_dir / "reply-notice")
     assert "ann@example.org" in str(notice["To"])
     html = notice.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
     assert "Second &lt;i&gt;answer&lt;/i&gt;" in html and "Bob &lt;b&gt;" in html
     stop = str(notice["List-Unsubscribe"]).strip().lstrip("<").rstrip(">")
     assert notice["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert requests.post(stop, data={"List-Unsubscribe": "One-Click"}, timeout=10).status_code == 200
+    assert (
+        requests.post(stop, data={"List-Unsubscribe": "One-Click"}, timeout=10).status_code == 200
+    )
     assert rows(svc)[0].notify == "off"
     post(svc, email="bob@example.org", name="Bob", comment="Third answer", answers=ann_id)
     # Her own answer to her own reply never notifies her either.
@@ -355,7 +394,13 @@ def test_a_confirmed_subscriber_gets_notices_without_another_confirmation(
     consent.confirm(svc.engine, signup.subscriber_id)
     asked = post(svc, notify=True)
     assert "confirm" not in asked.json()["message"]
-    post(svc, email="bob@example.org", name="Bob", comment="Hi Ann", answers=asked.json()["reply"]["id"])
+    post(
+        svc,
+        email="bob@example.org",
+        name="Bob",
+        comment="Hi Ann",
+        answers=asked.json()["reply"]["id"],
+    )
     assert len(mails(svc.settings.outbox_dir / "reply-notice")) == 1
     assert not (svc.settings.outbox_dir / "reply-confirm").exists()
 
@@ -378,7 +423,10 @@ def test_the_data_export_holds_the_replies_and_erasure_removes_them(
     if mode == "remove":
         assert left == [("Bob", "bob@example.org", "", "Not Ann's")]
     else:
-        assert left == [("a reader", "", "", "My reply"), ("Bob", "bob@example.org", "", "Not Ann's")]
+        assert left == [
+            ("a reader", "", "", "My reply"),
+            ("Bob", "bob@example.org", "", "Not Ann's"),
+        ]
     time.sleep(1.1)
     assert "ann@example.org" not in requests.get(svc.url + API, timeout=10).text
 
