@@ -169,7 +169,7 @@ def test_what_each_role_may_do(role: Role, action: Action) -> None:
 def test_the_role_table_has_every_role_and_action() -> None:
     assert [a.value for a in Action] == [
         "read", "compose", "test", "schedule", "steer", "watch", "reconcile", "subscribers",
-        "manage_users",
+        "moderate", "manage_users",
     ]  # fmt: skip
     assert {r: {a.value for a in actions} for r, actions in ALLOWED.items()} == MATRIX
     assert not can("admin", Action.READ)

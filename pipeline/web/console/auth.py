@@ -46,6 +46,7 @@ DOING = {
     Action.WATCH: "watch the sending machinery",
     Action.RECONCILE: "re-queue, reconcile or settle batches",
     Action.SUBSCRIBERS: "look after subscribers",
+    Action.MODERATE: "moderate readers' replies",
     Action.MANAGE_USERS: "manage users",
 }
 

@@ -86,7 +86,7 @@ def _page(
         if info.replies
     ]
     context: dict[str, Any] = {
-        "status": status,
+        "state": status,
         "statuses": list(ReplyStatus),
         "counts": moderation.status_counts(svc.engine),
         "held": held,
