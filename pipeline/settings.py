@@ -150,7 +150,7 @@ RENDER_FIELDS = frozenset(
         "affiliate_disclosure", "affiliate_rules", "affiliate_shorteners",
         "disclaimer_text", "disclaimer_categories",
         "hot_size", "hot_half_life_hours", "hot_view_weight", "hot_click_weight",
-        "hot_title_words", "page_view_beacon",
+        "hot_title_words", "page_view_beacon", "reply_categories", "reply_max_chars",
         "email_full_articles", "email_clip_bytes", "email_oversize", "email_teaser_words",
         "utm_source", "utm_medium",
     }

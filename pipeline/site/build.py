@@ -43,7 +43,7 @@ from pipeline.render.policy import article_page_path, replies_open
 from pipeline.render.templating import environment, templates_version
 from pipeline.settings import Settings
 from pipeline.site.links import favicon_bytes, favicon_path
-from pipeline.site.pages import card, feed, nav_for, page_context, sitemap
+from pipeline.site.pages import card, feed, nav_for, page_context, reply_form_token, sitemap
 from pipeline.site.pool import Pool, SerialPool
 from pipeline.site.units import Unit
 
@@ -364,9 +364,13 @@ class _Pass:
         for article in published:
             cards = [c for c in top if c["slug"] != article.slug][:size]
             page = article_page_path(article.slug)
-            key = _hash(shared, article.source_hash, [card_keys[c["slug"]] for c in cards])
+            # The reply form's token is made here: the secret never goes to the units.
+            token = reply_form_token(self.builder.settings, article)
+            key = _hash(shared, article.source_hash, [card_keys[c["slug"]] for c in cards], token)
             if self.stale(page, key):
-                jobs.append({"article": article.to_json(), "hot": cards, "page": page})
+                jobs.append(
+                    {"article": article.to_json(), "hot": cards, "page": page, "token": token}
+                )
         units = [
             {
                 "settings": self.builder.settings.render_values(),

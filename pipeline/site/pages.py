@@ -47,7 +47,9 @@ def article_page(
     cards: list[hot.HotCard],
     nav: list[dict[str, str]],
     css_version: str,
+    reply_token: str = "",
 ) -> str:
+    """The article's page; ``reply_token`` is its reply form's (``reply_form_token``)."""
     env = environment(settings.templates_dir)
     url = article_url(settings, article.slug)
     ctx = page_context(settings, nav, css_version, article_page_path(article.slug))
@@ -68,7 +70,7 @@ def article_page(
         category_slug=slugify_heading(article.category),
         series_slug=slugify_heading(article.series) if article.series else "",
         json_ld=_json_ld(settings, article, body, url),
-        replies=_reply_form(settings, article),
+        replies=_reply_form(settings, article, reply_token),
         beacon=settings.page_view_beacon,
         beacon_url=f"{settings.base_url}/v/{article.slug}",
         absolute=lambda src: absolute_url(settings, src),
@@ -76,19 +78,23 @@ def article_page(
     return env.get_template("web/article.html").render(ctx)
 
 
-def _reply_form(settings: Settings, article: Article) -> dict[str, str] | None:
-    """What the page's reply form needs, or None when the article takes no replies.
+def reply_form_token(settings: Settings, article: Article) -> str:
+    """The token of the article's reply form, or "" when the article takes no replies
+    or there is no ``secret_key`` (the build's own process makes it: no secret goes to
+    the units of work). It is issued at the article's date, so it is the same at every
+    build (an unchanged page is not written again): it names the article, and the
+    page's script replaces it with one issued when the page loads. A page without one
+    still works: the service answers its post with the form again, with a fresh one."""
+    secret = settings.secret_key.get_secret_value()
+    if not replies_open(settings, article) or len(secret) < 16:
+        return ""
+    return form_token(Signer.from_settings(settings), article.slug, article.date.timestamp())
 
-    Its token is issued at the article's date, so it is the same at every build (an
-    unchanged page is not written again): it names the article, and the page's script
-    replaces it with one issued at the page's load. Without ``secret_key`` the page has
-    none, and the service answers a post with the form again, holding a fresh one."""
+
+def _reply_form(settings: Settings, article: Article, token: str) -> dict[str, str] | None:
+    """What the page's reply form needs, or None when the article takes no replies."""
     if not replies_open(settings, article):
         return None
-    token = ""
-    secret = settings.secret_key.get_secret_value()
-    if len(secret) >= 16:
-        token = form_token(Signer.from_settings(settings), article.slug, article.date.timestamp())
     base = settings.base_url
     return {
         "action": f"{base}/replies/{article.slug}",

@@ -68,7 +68,7 @@ def render_articles(unit: Unit) -> Unit:
             else renderer.body(article)
         )
         html = article_page(settings, article, body, [hot.HotCard(**c) for c in job["hot"]],
-                            unit["nav"], unit["css_version"])  # fmt: skip
+                            unit["nav"], unit["css_version"], job["token"])  # fmt: skip
         atomic_write(out_dir / job["page"], html)
         written.append(job["page"])
     return {"written": written}
