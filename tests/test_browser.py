@@ -76,6 +76,8 @@ K2_SECTIONS = [
     "Frequently Asked Questions (FAQ)",
     "Final Thoughts",
     "Important Disclaimer",
+    "Replies",
+    "Leave a Reply",
     "Hot Articles",
 ]
 

@@ -59,11 +59,12 @@ def test_full_build_writes_every_page(
         == "Why is vitamin K2 important when taking calcium?"
     )
     assert len(faq["mainEntity"]) == 4
-    # the seed's order: FAQ, then Final Thoughts, then the disclaimer, then Hot Articles
+    # the seed's order: FAQ, then Final Thoughts, then the disclaimer, then Hot Articles;
+    # the other seed's "Leave a Reply" comes with the replies, after the article
     headings = [h.text_content() for h in doc.xpath("//h2")]
     tail = headings[headings.index("Frequently Asked Questions (FAQ)") :]
     assert tail == ["Frequently Asked Questions (FAQ)", "Final Thoughts", "Important Disclaimer",
-                    "Hot Articles"]  # fmt: skip
+                    "Replies", "Leave a Reply", "Hot Articles"]  # fmt: skip
     assert "does not replace professional medical advice" in doc.text_content()
     assert not doc.xpath("//aside[@class='disclosure']")  # no affiliate links in the guide
 
@@ -541,7 +542,7 @@ def test_directory_urls_and_beacon_settings_rebuild_every_page(
     off = Builder(make_settings(directory_urls=True, page_view_beacon=False), out,
                   content_dir=content_dir).build()  # fmt: skip
     assert "assets/beacon.js" in off.removed
-    assert not page(out, GUIDE).xpath("//script[@src]")
+    assert page(out, GUIDE).xpath("//script/@src") == ["../../assets/replies.js"]
 
 
 class RecordingPool(SerialPool):
@@ -575,11 +576,16 @@ def test_build_units_carry_no_secret_and_send_settings_rerender_nothing(
     assert "database_url" not in sent and "send_rate" not in sent
     # A setting of sending changes no page; one of the pages changes them all.
     again = Builder(
-        make_settings(**{**secrets, "secret_key": "another-key-0123456"}, send_rate=5.0),
+        make_settings(**secrets, send_rate=5.0), out, content_dir=content_dir
+    ).build()
+    assert again.written == []
+    # A new secret key changes the pages whose reply form carries a token signed with it.
+    rotated = Builder(
+        make_settings(**{**secrets, "secret_key": "another-key-0123456"}),
         out,
         content_dir=content_dir,
     ).build()
-    assert again.written == []
+    assert set(rotated.written) == {p for p in first.written if p.startswith("articles/")}
     renamed = Builder(
         make_settings(**secrets, site_name="Another Name"), out, content_dir=content_dir
     ).build()
