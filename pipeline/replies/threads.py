@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -104,21 +105,6 @@ def range_hash(secret: str, client: str) -> str:
     return hmac.new(key, f"range|{range_of(client)}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def banned(conn: Connection, email: str, range_digest: str) -> bool:
-    b = db.reply_bans.c
-    found = conn.execute(
-        sa.select(b.id)
-        .where(
-            sa.or_(
-                sa.and_(b.kind == "address", b.value == email),
-                sa.and_(b.kind == "range", b.value == range_digest),
-            )
-        )
-        .limit(1)
-    ).first()
-    return found is not None
-
-
 def is_closed(conn: Connection, slug: str) -> bool:
     a = db.reply_articles.c
     return bool(conn.scalar(sa.select(a.closed).where(a.slug == slug)))
@@ -132,78 +118,135 @@ def post(conn: Connection, settings: Settings, new: NewReply) -> Posted | Closed
     """Store ``new`` in ``conn``'s transaction, held, published or as spam; ``Closed``
     when it may not be stored. Raises ``ReplyProblem`` for a reply to a reply that is
     not shown on this article."""
-    f = new.fields
-    if is_closed(conn, new.slug):
-        return Closed(CLOSED)
-    if banned(conn, f.email, new.range_hash):
-        return Closed(BANNED)
-    parent_id = answers_id = None
-    if new.answers_id is not None:
-        answered = conn.execute(
-            sa.select(R.id, R.parent_id).where(
-                R.id == new.answers_id,
-                R.article_slug == new.slug,
-                R.status == ReplyStatus.APPROVED,
+    return post_many(conn, settings, [new])[0]
+
+
+def post_many(
+    conn: Connection, settings: Settings, news: Sequence[NewReply]
+) -> list[Posted | Closed]:
+    """``post`` for several replies at once (the group writer's): one query each for
+    the closed articles, the bans, the replies answered and the addresses already
+    approved, and one INSERT for them all."""
+    if not news:
+        return []
+    a, b = db.reply_articles.c, db.reply_bans.c
+    slugs = sorted({n.slug for n in news})
+    emails = sorted({n.fields.email for n in news})
+    ranges = sorted({n.range_hash for n in news})
+    closed = set(conn.scalars(sa.select(a.slug).where(a.slug.in_(slugs), a.closed)))
+    bans = {
+        (r.kind, r.value)
+        for r in conn.execute(
+            sa.select(b.kind, b.value).where(
+                sa.or_(
+                    sa.and_(b.kind == "address", b.value.in_(emails)),
+                    sa.and_(b.kind == "range", b.value.in_(ranges)),
+                )
             )
-        ).first()
-        if answered is None:
-            raise ReplyProblem("reply", "the reply you answered is not on this page any more")
-        answers_id = answered.id
-        parent_id = answered.parent_id or answered.id
-    status = _status(conn, settings, f)
-    notify = ReplyNotify.OFF
-    if new.notify and status is not ReplyStatus.SPAM:
-        notify = ReplyNotify.ON if _confirmed(conn, f.email) else ReplyNotify.UNCONFIRMED
-    now = db.now()
-    reply_id = conn.execute(
-        sa.insert(db.replies)
-        .values(
-            article_slug=new.slug,
-            parent_id=parent_id,
-            answers_id=answers_id,
-            name=f.name,
-            email=f.email,
-            website=f.website,
-            body=f.body,
-            status=status,
-            notify=notify,
-            range_hash=new.range_hash,
-            created_at=now,
-            decided_at=now if status is ReplyStatus.APPROVED else None,
-            decided_by="published at once" if status is ReplyStatus.APPROVED else "",
         )
-        .returning(R.id)
-    ).scalar_one()
-    return Posted(reply_id, status, notify, new.slug, f.email, f.name)
+    }
+    wanted = sorted({n.answers_id for n in news if n.answers_id is not None})
+    answered = {
+        r.id: r
+        for r in conn.execute(
+            sa.select(R.id, R.parent_id, R.article_slug).where(
+                R.id.in_(wanted), R.status == ReplyStatus.APPROVED
+            )
+        )
+    } if wanted else {}  # fmt: skip
+    known = set()
+    if settings.reply_moderation == "first":
+        known = set(
+            conn.scalars(
+                sa.select(R.email).where(R.email.in_(emails), R.status == ReplyStatus.APPROVED)
+            )
+        )
+    confirmed: set[str] = set()
+    asking = sorted({n.fields.email for n in news if n.notify})
+    if asking:
+        s = db.subscribers.c
+        confirmed = set(
+            conn.scalars(
+                sa.select(s.email).where(s.email.in_(asking), s.status == SubscriberStatus.ACTIVE)
+            )
+        ) | set(
+            conn.scalars(sa.select(R.email).where(R.email.in_(asking), R.notify == ReplyNotify.ON))
+        )
+    results: list[Posted | Closed | None] = []
+    rows: list[dict[str, Any]] = []
+    now = db.now()
+    for new in news:
+        f = new.fields
+        if new.slug in closed:
+            results.append(Closed(CLOSED))
+            continue
+        if ("address", f.email) in bans or ("range", new.range_hash) in bans:
+            results.append(Closed(BANNED))
+            continue
+        parent_id = answers_id = None
+        if new.answers_id is not None:
+            found = answered.get(new.answers_id)
+            if found is None or found.article_slug != new.slug:
+                raise ReplyProblem("reply", "the reply you answered is not on this page any more")
+            answers_id = found.id
+            parent_id = found.parent_id or found.id
+        status = _status(settings, f, f.email in known)
+        if status is ReplyStatus.APPROVED:
+            known.add(f.email)  # a second reply in the same group needs no moderator either
+        notify = ReplyNotify.OFF
+        if new.notify and status is not ReplyStatus.SPAM:
+            notify = ReplyNotify.ON if f.email in confirmed else ReplyNotify.UNCONFIRMED
+        results.append(None)
+        rows.append(
+            {
+                "article_slug": new.slug,
+                "parent_id": parent_id,
+                "answers_id": answers_id,
+                "name": f.name,
+                "email": f.email,
+                "website": f.website,
+                "body": f.body,
+                "status": status,
+                "notify": notify,
+                "range_hash": new.range_hash,
+                "created_at": now,
+                "decided_at": now if status is ReplyStatus.APPROVED else None,
+                "decided_by": "published at once" if status is ReplyStatus.APPROVED else "",
+            }
+        )
+    ids: list[int] = []
+    if rows:
+        ids = list(
+            conn.scalars(sa.insert(db.replies).returning(R.id, sort_by_parameter_order=True), rows)
+        )
+    stored = iter(zip(ids, rows, strict=True))
+    out: list[Posted | Closed] = []
+    for result in results:
+        if result is not None:
+            out.append(result)
+            continue
+        reply_id, row = next(stored)
+        out.append(
+            Posted(
+                reply_id,
+                row["status"],
+                row["notify"],
+                row["article_slug"],
+                row["email"],
+                row["name"],
+            )
+        )
+    return out
 
 
-def _status(conn: Connection, settings: Settings, f: Fields) -> ReplyStatus:
+def _status(settings: Settings, f: Fields, known: bool) -> ReplyStatus:
     if blocked_word(settings, f) is not None:
         return ReplyStatus.SPAM
     if settings.reply_moderation == "none":
         return ReplyStatus.APPROVED
-    if settings.reply_moderation == "first":
-        known = conn.execute(
-            sa.select(R.id).where(R.email == f.email, R.status == ReplyStatus.APPROVED).limit(1)
-        ).first()
-        if known is not None:
-            return ReplyStatus.APPROVED
+    if settings.reply_moderation == "first" and known:
+        return ReplyStatus.APPROVED
     return ReplyStatus.PENDING
-
-
-def _confirmed(conn: Connection, email: str) -> bool:
-    """The address is a confirmed subscriber, or confirmed notifications before."""
-    s = db.subscribers.c
-    if conn.execute(
-        sa.select(s.id).where(s.email == email, s.status == SubscriberStatus.ACTIVE)
-    ).first():
-        return True
-    return (
-        conn.execute(
-            sa.select(R.id).where(R.email == email, R.notify == ReplyNotify.ON).limit(1)
-        ).first()
-        is not None
-    )
 
 
 def approved(conn: Connection, slug: str) -> list[Thread]:

@@ -77,6 +77,25 @@ class Limits:
                 self._local = {k: v for k, v in self._local.items() if v[1] > now}
         return 0 if count + 1 <= limit else max(int(until - now), 1)
 
+    def hit_all(self, hits: list[tuple[str, str, int, int]]) -> int:
+        """Count one request against each (kind, value, limit, window) at once (one
+        round trip to Redis); 0 if it is within every limit, else the longest wait."""
+        if self.redis is None:
+            return max((self.hit(*h) for h in hits), default=0)
+        pipe = self.redis.pipeline(transaction=False)
+        for kind, value, _, window in hits:
+            key = self._name(kind, value)
+            pipe.incr(key)
+            pipe.expire(key, window, nx=True)
+            pipe.ttl(key)
+        answers = pipe.execute()
+        wait = 0
+        for i, (_, _, limit, _) in enumerate(hits):
+            count, ttl = answers[3 * i], answers[3 * i + 2]
+            if int(count) > limit:
+                wait = max(wait, max(int(ttl), 1))
+        return wait
+
     def forgive(self, kind: str, value: str) -> None:
         """Take back one request counted by ``hit`` (a sign-in that succeeded), if its
         window is still open."""

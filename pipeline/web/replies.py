@@ -70,10 +70,12 @@ def _article(svc: Service, slug: str) -> str:
 
 def _limits(svc: Service, client: str, email: str) -> int:
     s = svc.settings
-    wait = svc.limits.hit("reply-ip", client, s.reply_per_ip_per_hour, 3600)
-    if wait:
-        return wait
-    return svc.limits.hit("reply-address", email, s.reply_per_address_per_hour, 3600)
+    return svc.limits.hit_all(
+        [
+            ("reply-ip", client, s.reply_per_ip_per_hour, 3600),
+            ("reply-address", email, s.reply_per_address_per_hour, 3600),
+        ]
+    )
 
 
 async def _post(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from pipeline.audience import consent
 from pipeline.audience.tracking import Click, record_clicks
@@ -150,15 +150,17 @@ def _process_lock(engine: Engine) -> Callable[[], AbstractContextManager[None]]:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         return contextlib.nullcontext
     path = Path(database).with_name(Path(database).name + ".writer.lock")
+    opened: list[IO[str]] = []  # once, for the life of the process (its writer thread)
 
     @contextlib.contextmanager
     def locked() -> Iterator[None]:
-        with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        if not opened:
+            opened.append(path.open("a"))
+        fcntl.flock(opened[0], fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(opened[0], fcntl.LOCK_UN)
 
     return locked
 
@@ -195,7 +197,9 @@ def apply(conn: Connection, settings: Settings, writes: Sequence[Write]) -> list
     for i, u in leaving:
         if u.list_id:
             results[i] = consent.leave(conn, u.subscriber_id, u.list_id, u.via)
-    for i, w in enumerate(writes):
-        if isinstance(w, NewReply):
-            results[i] = threads.post(conn, settings, w)
+    replies = [(i, w) for i, w in enumerate(writes) if isinstance(w, NewReply)]
+    if replies:
+        posted = threads.post_many(conn, settings, [w for _, w in replies])
+        for (i, _), result in zip(replies, posted, strict=True):
+            results[i] = result
     return results
