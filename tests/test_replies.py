@@ -464,3 +464,39 @@ def test_approved_replies_rank_their_article(
     while engagement.scores().get(SLUG, 0.0) < 5.0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert engagement.scores()[SLUG] == pytest.approx(5.0, rel=0.01)
+
+
+# -- which pages take replies ---------------------------------------------------------------
+
+
+def test_front_matter_and_categories_say_which_pages_take_replies(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from pipeline.content.store import FileContentStore
+    from pipeline.site.build import Builder
+    from tests.conftest import front, write_article
+
+    content = tmp_path / "content"
+    write_article(content, "open-one", front("Open one"))
+    write_article(content, "closed-one", front("Closed one", replies="false"))
+    quiet = "category: Quiet\nstatus: published\npublished: 2026-01-02"
+    write_article(content, "forced-one", f"title: Forced one\n{quiet}\nreplies: true")
+    write_article(content, "quiet-one", f"title: Quiet one\n{quiet}")
+    settings = make_settings(reply_categories=["Testing"], secret_key="s" * 20)
+    out = tmp_path / "site"
+    report = Builder(settings, out, content_dir=content).build()
+    assert report.ok, report.problems
+    for slug, takes in [("open-one", True), ("closed-one", False), ("forced-one", True),
+                        ("quiet-one", False)]:  # fmt: skip
+        html = (out / "articles" / slug / "index.html").read_text()
+        assert ("Leave a Reply" in html) is takes, slug
+        assert ("assets/replies.js" in html) is takes, slug
+    html = (out / "articles" / "open-one" / "index.html").read_text()
+    assert 'action="https://news.example.org/replies/open-one"' in html
+    token = html.split('name="token" value="')[1].split('"')[0]
+    claim = guard.Signer("s" * 20).verify("reply", token)
+    assert claim is not None and claim.ref == guard.slug_check("open-one")
+
+    write_article(content, "bad-one", front("Bad one", replies="maybe"))
+    problems = FileContentStore(content, settings).catalog().problems
+    assert [p.message for p in problems] == ["replies must be true or false"]

@@ -575,9 +575,7 @@ def test_build_units_carry_no_secret_and_send_settings_rerender_nothing(
         assert value not in sent, name
     assert "database_url" not in sent and "send_rate" not in sent
     # A setting of sending changes no page; one of the pages changes them all.
-    again = Builder(
-        make_settings(**secrets, send_rate=5.0), out, content_dir=content_dir
-    ).build()
+    again = Builder(make_settings(**secrets, send_rate=5.0), out, content_dir=content_dir).build()
     assert again.written == []
     # A new secret key changes the pages whose reply form carries a token signed with it.
     rotated = Builder(
