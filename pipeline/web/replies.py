@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,7 +33,7 @@ from pipeline.replies.text import Fields, ReplyProblem, check, paragraphs_html
 from pipeline.replies.threads import Closed, NewReply, Posted, PublicReply
 from pipeline.statuses import ReplyNotify, ReplyStatus
 from pipeline.web.limits import client_of
-from pipeline.web.service import Service, service
+from pipeline.web.service import Published, Service, service
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -62,7 +63,19 @@ class Answer:
 
 def _article(svc: Service, slug: str) -> str:
     """The title of article ``slug``, which takes replies; 404 otherwise."""
-    found = svc.articles().get(slug)
+    return _title(svc.articles(), slug)
+
+
+async def _article_soon(svc: Service, slug: str) -> str:
+    """``_article`` for an async handler: the content store is read in a thread."""
+    articles = svc.articles_if_fresh()
+    if articles is None:
+        articles = await run_in_threadpool(svc.articles)
+    return _title(articles, slug)
+
+
+def _title(articles: dict[str, Published], slug: str) -> str:
+    found = articles.get(slug)
     if found is None or not found.replies:
         raise HTTPException(404, NOT_FOUND)
     return found.title
@@ -81,7 +94,7 @@ def _limits(svc: Service, client: str, email: str) -> int:
 async def _post(
     svc: Service, request: Request, tasks: BackgroundTasks, slug: str, data: dict[str, Any]
 ) -> Answer:
-    _article(svc, slug)
+    await _article_soon(svc, slug)
     s = svc.settings
     try:
         guard.check_form(
@@ -188,16 +201,12 @@ class RepliesOut(BaseModel):
     replies: list[dict[str, Any]]
 
 
-def _public(svc: Service, slug: str) -> tuple[bool, list[dict[str, Any]]]:
-    """Whether ``slug`` takes replies now, and its approved ones as JSON data; kept for
-    ``CACHE_SECONDS`` in this process."""
-    key = f"replies:{slug}"
-    kept = svc.kept.get(key)
-    if kept is not None and time.monotonic() - kept[0] < CACHE_SECONDS:
-        return kept[1], kept[2]
+def _public(svc: Service, slug: str) -> tuple[bool, bytes]:
+    """Whether ``slug`` takes replies now, and its approved ones as JSON; read from the
+    database once per ``CACHE_SECONDS`` in this process."""
     closed = threads.closed(svc.engine, slug)
-    data = threads.public_json(threads.load(svc.engine, slug))
-    svc.kept[key] = (time.monotonic(), not closed, data)
+    data = orjson.dumps(threads.public_json(threads.load(svc.engine, slug)))
+    svc.kept[f"replies:{slug}"] = (time.monotonic(), not closed, data)
     return not closed, data
 
 
@@ -208,11 +217,18 @@ def _public(svc: Service, slug: str) -> tuple[bool, list[dict[str, Any]]]:
     summary="An article's approved replies, and a fresh form token",
     responses={404: {"description": "No article that takes replies"}},
 )
-def replies_api(svc: Svc, slug: Slug) -> Response:
-    _article(svc, slug)
-    is_open, data = _public(svc, slug)
-    body = {"open": is_open, "token": guard.form_token(svc.signer, slug), "replies": data}
-    return JSONResponse(body, headers={"cache-control": "no-store"})
+async def replies_api(svc: Svc, slug: Slug) -> Response:
+    await _article_soon(svc, slug)
+    kept = svc.kept.get(f"replies:{slug}")
+    if kept is not None and time.monotonic() - kept[0] < CACHE_SECONDS:
+        is_open, data = kept[1], kept[2]
+    else:
+        is_open, data = await run_in_threadpool(_public, svc, slug)
+    token = guard.form_token(svc.signer, slug)  # letters, digits, "." "-" "_": no escaping
+    body = b'{"open":%s,"token":"%s","replies":%s}' % (
+        b"true" if is_open else b"false", token.encode("ascii"), data,
+    )  # fmt: skip
+    return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
 
 @router.post(

@@ -137,6 +137,12 @@ class Service:
             self._articles = (time.monotonic(), articles)
         return articles
 
+    def articles_if_fresh(self) -> dict[str, Published] | None:
+        """``articles()`` when it needs no reading of the content store, else None (an
+        async handler then reads it in a thread)."""
+        loaded, articles = self._articles
+        return articles if loaded and time.monotonic() - loaded < SLUGS_SECONDS else None
+
     def article_slugs(self) -> Collection[str]:
         return self.articles().keys()
 
