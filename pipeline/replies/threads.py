@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from pipeline.replies.text import Fields, Paragraph, ReplyProblem, blocked_word, segments
+from pipeline.replies.text import Fields, Paragraph, blocked_word, segments
 from pipeline.statuses import ReplyNotify, ReplyStatus, SubscriberStatus
 from pipeline.store import db
 
@@ -52,11 +52,22 @@ class Posted:
     slug: str
     email: str
     name: str
+    website: str
+    body: str
+    parent_id: int | None
+    created_at: datetime
+
+    def public(self) -> PublicReply:
+        """The reply as the public sees it (once it is approved)."""
+        return PublicReply(
+            self.id, self.parent_id, self.name, self.website, self.created_at, segments(self.body)
+        )
 
 
 @dataclass(frozen=True)
 class Closed:
-    """The reply was not stored: ``why`` says so to the reader."""
+    """The reply was not stored: ``why`` says so to the reader, ``status`` is the HTTP
+    status of the answer."""
 
     why: str
     status: int = 403
@@ -111,13 +122,14 @@ def is_closed(conn: Connection, slug: str) -> bool:
 
 
 CLOSED = "Replies to this article are closed."
+GONE = "The reply you answered is not on this page any more."
 BANNED = "Replies from this address are not accepted."
 
 
 def post(conn: Connection, settings: Settings, new: NewReply) -> Posted | Closed:
     """Store ``new`` in ``conn``'s transaction, held, published or as spam; ``Closed``
-    when it may not be stored. Raises ``ReplyProblem`` for a reply to a reply that is
-    not shown on this article."""
+    when it may not be stored (closed, banned, or answering a reply that is not shown on
+    this article)."""
     return post_many(conn, settings, [new])[0]
 
 
@@ -187,7 +199,8 @@ def post_many(
         if new.answers_id is not None:
             found = answered.get(new.answers_id)
             if found is None or found.article_slug != new.slug:
-                raise ReplyProblem("reply", "the reply you answered is not on this page any more")
+                results.append(Closed(GONE, 400))
+                continue
             answers_id = found.id
             parent_id = found.parent_id or found.id
         status = _status(settings, f, f.email in known)
@@ -234,6 +247,10 @@ def post_many(
                 row["article_slug"],
                 row["email"],
                 row["name"],
+                row["website"],
+                row["body"],
+                row["parent_id"],
+                row["created_at"],
             )
         )
     return out
@@ -278,19 +295,6 @@ def load(engine: Engine, slug: str) -> list[Thread]:
 def closed(engine: Engine, slug: str) -> bool:
     with engine.connect() as conn:
         return is_closed(conn, slug)
-
-
-def public_reply(engine: Engine, reply_id: int) -> PublicReply | None:
-    """One approved reply as the public sees it."""
-    with engine.connect() as conn:
-        r = conn.execute(
-            sa.select(R.id, R.parent_id, R.name, R.website, R.created_at, R.body).where(
-                R.id == reply_id, R.status == ReplyStatus.APPROVED
-            )
-        ).first()
-    if r is None:
-        return None
-    return PublicReply(r.id, r.parent_id, r.name, r.website, r.created_at, segments(r.body))
 
 
 def public_json(threads: list[Thread]) -> list[dict[str, Any]]:

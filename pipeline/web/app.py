@@ -15,6 +15,7 @@ import re
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.broker import Edge
@@ -89,14 +90,17 @@ class BodyLimit:
 
 _CLICK = re.compile(r"/r/([A-Za-z0-9_.-]{1,80})/([0-9]{1,4})")
 _UNSUBSCRIBE = re.compile(r"/unsubscribe/([A-Za-z0-9_.-]{1,80})")
+_REPLY = re.compile(r"/api/replies/([a-z0-9]+(?:-[a-z0-9]+)*)")
 
 
 class FastPaths:
-    """The two paths mail traffic hammers, GET /r/… and POST /unsubscribe/…, answered
-    without the framework's routing, dependency injection and validation, by the same
-    functions as their routes (``public.follow`` and ``public.one_click``). Only a
-    request that is exactly right is answered here; anything else (a bad token, an
-    unknown link, a malformed path) goes on to the application, which answers it."""
+    """The paths traffic hammers, GET /r/… and POST /unsubscribe/… (mail) and POST
+    /api/replies/… (readers), answered without the framework's routing and dependency
+    injection, by the same functions as their routes (``public.follow``,
+    ``public.one_click``, ``replies.answer_post``, given a body validated by the
+    route's own model). Only a request that is exactly right is answered here; anything
+    else (a bad token, an unknown link, a body the model refuses, an article not known
+    yet) goes on to the application, which answers it."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
@@ -123,7 +127,39 @@ class FastPaths:
                     page = await public.one_click(self.service, claim)
                     await page(scope, receive, send)
                     return
+            elif method == "POST" and (m := _REPLY.fullmatch(path)):
+                articles = self.service.articles_if_fresh() or {}
+                kind = dict(scope.get("headers") or []).get(b"content-type", b"")
+                found = articles.get(m.group(1))
+                if found is not None and found.replies and kind.startswith(b"application/json"):
+                    await self._reply(scope, receive, send, m.group(1))
+                    return
         await self.app(scope, receive, send)
+
+    async def _reply(self, scope: Scope, receive: Receive, send: Send, slug: str) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        try:
+            valid = replies.ReplyIn.model_validate_json(body)
+        except ValidationError:  # the application answers it (422, in its words)
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, send)
+            return
+        answer = await replies.answer_post(self.service, Request(scope), slug, valid)
+        await answer(scope, receive, send)
 
 
 class _TooLarge(Exception):

@@ -131,10 +131,7 @@ async def _post(
         notify=bool(data.get("notify")),
         range_hash=threads.range_hash(s.secret_key.get_secret_value(), client),
     )
-    try:
-        result = await svc.writer.submit(new)
-    except ReplyProblem as problem:
-        return Answer(400, f"{problem.message.capitalize()}.", "answers")
+    result = await svc.writer.submit(new)
     if isinstance(result, Closed):
         return Answer(result.status, result.why)
     assert isinstance(result, Posted)
@@ -244,9 +241,15 @@ async def replies_api(svc: Svc, slug: Slug) -> Response:
         429: {"description": "Too many replies"},
     },
 )
-async def reply_api(
-    svc: Svc, request: Request, tasks: BackgroundTasks, slug: Slug, body: ReplyIn
-) -> Response:
+async def reply_api(svc: Svc, request: Request, slug: Slug, body: ReplyIn) -> Response:
+    return await answer_post(svc, request, slug, body)
+
+
+async def answer_post(svc: Service, request: Request, slug: str, body: ReplyIn) -> Response:
+    """The answer to ``POST /api/replies/{slug}`` (also reached through
+    ``app.FastPaths``, which gives it a body already validated as ``ReplyIn``); what
+    follows the reply runs after the answer (``Response.background``)."""
+    tasks = BackgroundTasks()
     answer = await _post(svc, request, tasks, slug, body.model_dump())
     headers = {"cache-control": "no-store"}
     if answer.retry_after:
@@ -255,15 +258,13 @@ async def reply_api(
         return JSONResponse(
             {"detail": answer.message, "field": answer.field}, answer.status, headers=headers
         )
-    shown = None
-    if answer.posted.status is ReplyStatus.APPROVED:
-        shown = threads.public_reply(svc.engine, answer.posted.id)
+    approved = answer.posted.status is ReplyStatus.APPROVED
     out = {
-        "status": "approved" if shown else "pending",
+        "status": "approved" if approved else "pending",
         "message": answer.message,
-        "reply": shown.to_json() if shown else None,
+        "reply": answer.posted.public().to_json() if approved else None,
     }
-    return JSONResponse(out, 201, headers=headers)
+    return JSONResponse(out, 201, headers=headers, background=tasks)
 
 
 # -- without JavaScript ---------------------------------------------------------------------
@@ -344,7 +345,7 @@ async def reply_form(
     email: Annotated[str, Form(max_length=320)] = "",
     website: Annotated[str, Form(max_length=1000)] = "",
     token: Annotated[str, Form(max_length=80)] = "",
-    answers: Annotated[str, Form(max_length=20, pattern=r"^[0-9]*$")] = "",
+    answers: Annotated[str, Form(max_length=18, pattern=r"^[0-9]*$")] = "",
     notify: Annotated[str, Form(max_length=10)] = "",
     url: Annotated[str, Form(max_length=1000)] = "",
 ) -> HTMLResponse:
