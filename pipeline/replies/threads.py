@@ -136,27 +136,38 @@ def post(conn: Connection, settings: Settings, new: NewReply) -> Posted | Closed
 def post_many(
     conn: Connection, settings: Settings, news: Sequence[NewReply]
 ) -> list[Posted | Closed]:
-    """``post`` for several replies at once (the group writer's): one query each for
-    the closed articles, the bans, the replies answered and the addresses already
-    approved, and one INSERT for them all."""
+    """``post`` for several replies at once (the group writer's): one query for the
+    closed articles, the bans and the addresses already approved, one for the replies
+    answered (if any), and one INSERT for them all."""
     if not news:
         return []
     a, b = db.reply_articles.c, db.reply_bans.c
     slugs = sorted({n.slug for n in news})
     emails = sorted({n.fields.email for n in news})
     ranges = sorted({n.range_hash for n in news})
-    closed = set(conn.scalars(sa.select(a.slug).where(a.slug.in_(slugs), a.closed)))
-    bans = {
-        (r.kind, r.value)
-        for r in conn.execute(
-            sa.select(b.kind, b.value).where(
-                sa.or_(
-                    sa.and_(b.kind == "address", b.value.in_(emails)),
-                    sa.and_(b.kind == "range", b.value.in_(ranges)),
-                )
+    # What the group's replies need to know, in one round trip: closed articles, bans,
+    # and (for ``first``) the addresses with an approved reply already.
+    facts = [
+        sa.select(sa.literal("closed").label("what"), a.slug.label("value")).where(
+            a.slug.in_(slugs), a.closed
+        ),
+        sa.select(b.kind, b.value).where(
+            sa.or_(
+                sa.and_(b.kind == "address", b.value.in_(emails)),
+                sa.and_(b.kind == "range", b.value.in_(ranges)),
             )
+        ),
+    ]
+    if settings.reply_moderation == "first":
+        facts.append(
+            sa.select(sa.literal("known"), R.email)
+            .where(R.email.in_(emails), R.status == ReplyStatus.APPROVED)
+            .distinct()
         )
-    }
+    known_facts = {(r[0], r[1]) for r in conn.execute(sa.union_all(*facts))}
+    closed = {value for what, value in known_facts if what == "closed"}
+    bans = {(what, value) for what, value in known_facts if what in ("address", "range")}
+    known = {value for what, value in known_facts if what == "known"}
     wanted = sorted({n.answers_id for n in news if n.answers_id is not None})
     answered = {
         r.id: r
@@ -166,13 +177,6 @@ def post_many(
             )
         )
     } if wanted else {}  # fmt: skip
-    known = set()
-    if settings.reply_moderation == "first":
-        known = set(
-            conn.scalars(
-                sa.select(R.email).where(R.email.in_(emails), R.status == ReplyStatus.APPROVED)
-            )
-        )
     confirmed: set[str] = set()
     asking = sorted({n.fields.email for n in news if n.notify})
     if asking:

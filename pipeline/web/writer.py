@@ -71,6 +71,7 @@ class GroupWriter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._file_lock = _process_lock(engine)
+        self._conn: Connection | None = None  # the writer thread's own
 
     async def submit(self, write: Write) -> Result:
         """Apply ``write``; returns once it is committed. For a click: whether it counts
@@ -99,7 +100,7 @@ class GroupWriter:
                 except queue.Empty:
                     break
             try:
-                with self._file_lock(), self.engine.begin() as conn:
+                with self._file_lock(), self._transaction() as conn:
                     results = apply(conn, self.settings, [p.write for p in group])
             except Exception:
                 log.warning("a group of %d writes failed; writing them one by one", len(group))
@@ -110,9 +111,25 @@ class GroupWriter:
             for pending, result in zip(group, results, strict=True):
                 _answer(pending, result)
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A transaction on the writer's own connection, kept between groups (a pool
+        checkout and its ping per group cost a round trip each); one that failed is
+        closed, and the next group opens another."""
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect()
+        conn = self._conn
+        try:
+            with conn.begin():
+                yield conn
+        except Exception:
+            self._conn = None
+            conn.close()
+            raise
+
     def _one(self, pending: _Pending) -> None:
         try:
-            with self._file_lock(), self.engine.begin() as conn:
+            with self._file_lock(), self._transaction() as conn:
                 result = apply(conn, self.settings, [pending.write])[0]
         except Exception as exc:
             log.exception("a %s could not be written", type(pending.write).__name__.lower())
