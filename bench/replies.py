@@ -5,7 +5,7 @@ p99 latency under 50 ms, and every reply posted is persisted (one ``replies`` ro
 201 answer).
 
     .venv/bin/python bench/replies.py [--database sqlite|postgresql] [--rounds 3]
-        [--duration 10] [--connections 12] [--paced-connections 24] [--offer 1600]
+        [--duration 10] [--connections 12] [--paced-connections 24] [--offer 1200]
         [--threads 2] [--workers 2] [--shown 40]
 
 Per database (SQLite, then PostgreSQL unless ``--database`` picks one): a fresh,
@@ -25,7 +25,9 @@ in flight when wrk stopped may be stored too: they are counted apart).
 Each endpoint runs twice a round: flat out (``--connections``, no pause: what it
 holds), then paced (``--paced-connections``, each waiting a random time before each
 request, so that together they offer ``--offer`` requests a second: the latency at the
-target rate, which flat out only measures the queue wrk builds). wrk has no fixed-rate
+target rate, which flat out only measures the queue wrk builds). The mean wait is
+the connections' share of a second less the answer's latency, which a short paced run
+after the warm-up measures. wrk has no fixed-rate
 mode (wrk2 is not packaged), and its closed loop undercounts a stall's effect on the
 requests that would have been sent during it; the pause keeps the offered rate near
 the target so that a stall still shows in the requests waiting on it.
@@ -232,12 +234,13 @@ def run_wrk(
     endpoint: str,
     file: Path,
     seconds: float,
-    paced: bool = False,
+    pace: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One wrk run; ``pace``: the mean wait before each request in ms (a paced run)."""
     import subprocess
 
-    connections = args.paced_connections if paced else args.connections
-    pace = connections * 1000 / args.offer if paced else 0
+    connections = args.connections if pace is None else args.paced_connections
+    pace = pace or 0.0
     command = [
         "wrk", f"-t{args.threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
         "--timeout", "30s", "-s", str(lua), server.url, "--", str(file),
@@ -281,6 +284,16 @@ def bench_database(kind: str, args: argparse.Namespace) -> list[Run]:
         try:
             for endpoint in ENDPOINTS:  # connections, caches, code paths warm
                 run_wrk(args, server, lua, endpoint, paths[endpoint][args.rounds], args.warmup)
+            # The wait that offers --offer req/s: each connection's cycle is its wait plus
+            # the answer's latency, measured by a short paced run.
+            paces = {}
+            for endpoint in ("load", "post"):
+                first = args.paced_connections * 1000 / args.offer
+                probe, _ = run_wrk(args, server, lua, endpoint, paths[endpoint][args.rounds],
+                                   args.warmup, first)  # fmt: skip
+                paces[endpoint] = max(first - probe["p50_ms"], 0.0)
+                print(f"  {endpoint}: a wait of {paces[endpoint]:.1f} ms offers"
+                      f" {args.offer:,} req/s (latency {probe['p50_ms']:.1f} ms)")  # fmt: skip
             for r in range(args.rounds):
                 for endpoint, paced in PLAN:
                     before = settled(url)
@@ -288,7 +301,13 @@ def bench_database(kind: str, args: argparse.Namespace) -> list[Run]:
                     cpu0 = cpu_of(pids)
                     load = os.getloadavg()[0]
                     result, lua_out = run_wrk(
-                        args, server, lua, endpoint, paths[endpoint][r], args.duration, paced
+                        args,
+                        server,
+                        lua,
+                        endpoint,
+                        paths[endpoint][r],
+                        args.duration,
+                        paces[endpoint] if paced else None,
                     )
                     cpu1 = cpu_of(pids)
                     stored = settled(url) - before
@@ -370,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=12, help="flat out")
     parser.add_argument("--paced-connections", type=int, default=24)
-    parser.add_argument("--offer", type=int, default=1600, help="req/s a paced run offers")
+    parser.add_argument("--offer", type=int, default=1200, help="req/s a paced run offers")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shown", type=int, default=40, help="approved replies on the article")
