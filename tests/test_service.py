@@ -724,3 +724,26 @@ def test_without_redis_the_service_runs_one_process(
     )
     assert done.returncode != 0
     assert "--workers 2 needs REDIS_URL" in done.stderr
+
+
+def test_serve_refuses_a_site_dir_that_is_not_there(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    db.upgrade(url)
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    missing = tmp_path / "not-built"
+    env.update(
+        DATABASE_URL=url,
+        LETTERPRESS_SECRET_KEY=SECRET,
+        LETTERPRESS_CONFIG="",
+        LETTERPRESS_SITE_DIR=str(missing),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "workers", "serve", "--port", "0", "--workers", "1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"site_dir {missing} is not a folder: build the site into it first" in done.stderr

@@ -82,12 +82,19 @@ def processes_for(settings: Settings, asked: int | None) -> int:
 @pass_ctx
 def serve(ctx: Context, host: str, port: int, workers: int | None, access_log: bool) -> None:
     """Run the subscriber service: sign-up, unsubscribe, preferences, webhooks, click
-    tracking, the issue archive and the admin API (OpenAPI at /openapi.json)."""
+    tracking, the issue archive and the admin API (OpenAPI at /openapi.json).
+
+    With site_dir set, it serves that built site too, on the same origin."""
 
     def check() -> int:
         settings = ctx.settings()
         Signer.from_settings(settings)  # a clear error before listening
         db.require_current(settings.database_url)
+        if settings.site_dir is not None and not settings.site_dir.is_dir():
+            raise ConfigError(
+                f"site_dir {settings.site_dir} is not a folder: build the site into it first"
+                f" (letterpress build --out {settings.site_dir}), or unset site_dir"
+            )
         return processes_for(settings, workers)
 
     processes = run_or_exit(check)

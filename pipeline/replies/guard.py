@@ -6,7 +6,9 @@
   JavaScript the token dates the page's load.
 - A post sooner than ``reply_min_seconds`` after its token was issued is a bot's.
 - The honeypot: a field people do not see (``HONEYPOT``); anything in it is a bot's.
-- The Origin of the post, when the browser sends one, must be the site's.
+- The Origin of the post, when the browser sends one, must be the site's (``null``,
+  which a browser sends from a page whose Referrer-Policy is ``no-referrer``, passes:
+  such a post still needs the rest).
 
 No third-party captcha: these, the rate limits (``pipeline.web.limits``), the bans and
 moderation are the defence.

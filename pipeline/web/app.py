@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.broker import Edge
+from pipeline.errors import ConfigError
 from pipeline.ops import health
 from pipeline.sending.providers.base import Provider
 from pipeline.settings import Settings, load_settings
@@ -222,6 +223,11 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(console.router)
     if settings.site_dir is not None:  # last: only what no route answers
+        if not settings.site_dir.is_dir():
+            raise ConfigError(
+                f"site_dir {settings.site_dir} is not a folder: build the site into it first"
+                f" (letterpress build --out {settings.site_dir}), or unset site_dir"
+            )
         app.mount("/", pages.SiteFiles(directory=settings.site_dir, html=True), name="site")
     _answer_errors(app)
     console.handle_errors(app)
