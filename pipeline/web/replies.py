@@ -198,9 +198,13 @@ class RepliesOut(BaseModel):
     replies: list[dict[str, Any]]
 
 
+_READING: set[str] = set()  # the articles whose replies a request of this process reads now
+
+
 def _public(svc: Service, slug: str) -> tuple[bool, bytes]:
     """Whether ``slug`` takes replies now, and its approved ones as JSON; read from the
-    database once per ``CACHE_SECONDS`` in this process."""
+    database once per ``CACHE_SECONDS`` in this process, by one request at a time (the
+    others meanwhile answer with what was read last)."""
     closed = threads.closed(svc.engine, slug)
     data = orjson.dumps(threads.public_json(threads.load(svc.engine, slug)))
     svc.kept[f"replies:{slug}"] = (time.monotonic(), not closed, data)
@@ -216,11 +220,16 @@ def _public(svc: Service, slug: str) -> tuple[bool, bytes]:
 )
 async def replies_api(svc: Svc, slug: Slug) -> Response:
     await _article_soon(svc, slug)
-    kept = svc.kept.get(f"replies:{slug}")
-    if kept is not None and time.monotonic() - kept[0] < CACHE_SECONDS:
-        is_open, data = kept[1], kept[2]
+    key = f"replies:{slug}"
+    kept = svc.kept.get(key)
+    if kept is not None and (time.monotonic() - kept[0] < CACHE_SECONDS or key in _READING):
+        is_open, data = kept[1], kept[2]  # fresh, or being read again by another request
     else:
-        is_open, data = await run_in_threadpool(_public, svc, slug)
+        _READING.add(key)
+        try:
+            is_open, data = await run_in_threadpool(_public, svc, slug)
+        finally:
+            _READING.discard(key)
     token = guard.form_token(svc.signer, slug)  # letters, digits, "." "-" "_": no escaping
     body = b'{"open":%s,"token":"%s","replies":%s}' % (
         b"true" if is_open else b"false", token.encode("ascii"), data,
