@@ -273,7 +273,13 @@ def review_erase(
     """The confirmation: what goes and what stays. Nothing changes here."""
     found = _profile(svc, subscriber_id, session)
     return views.page(
-        svc, request, "subscriber_erase.html", session, s=found.subscriber, profile=found
+        svc,
+        request,
+        "subscriber_erase.html",
+        session,
+        s=found.subscriber,
+        profile=found,
+        reply_erasure=svc.settings.reply_erasure,
     )
 
 
