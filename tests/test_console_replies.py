@@ -90,8 +90,21 @@ def test_a_moderator_works_the_queue_in_bulk_with_each_replys_context(
     con.get("/admin/replies")
     nothing = con.post("/admin/replies/decide", {"action": "approve"})
     assert nothing.status_code == 400 and "Tick the replies first" in nothing.text
+    # A reader who is not a subscriber asks to be forgotten: every reply of the address.
+    another = reply(svc, "cat@example.org", "A second question from Cat")
+    con.get("/admin/replies")
+    erased = con.post("/admin/replies/decide", {"action": "erase", "ids": str(another)})
+    assert erased.status_code == 303 and "erased" in erased.headers["location"]
+    assert "cat@example.org" not in [r.email for r in _rows(svc)]
+    assert len(_rows(svc)) == 3
     actions = [e.action for e in audit.recent(svc.engine)]
-    assert {"reply approve", "reply spam", "reply ban address", "reply unban"} <= set(actions)
+    assert {
+        "reply approve",
+        "reply spam",
+        "reply ban address",
+        "reply unban",
+        "reply erase",
+    } <= set(actions)
 
 
 def test_closing_an_articles_replies_and_the_article_list_counts(

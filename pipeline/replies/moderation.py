@@ -407,6 +407,27 @@ def export_for(conn: Connection, email: str) -> list[dict[str, Any]]:
 ANONYMOUS = "a reader"
 
 
+def erase_writers(
+    engine: Engine, settings: Settings, ids: Sequence[int], user_id: int | None
+) -> int:
+    """Erase every reply of the addresses that wrote the replies ``ids`` (a reader who
+    is not a subscriber asks a moderator), as ``erase_for`` does; how many changed."""
+    wanted = sorted({int(i) for i in ids})
+    with engine.begin() as conn:
+        emails = sorted(
+            set(conn.scalars(sa.select(R.email).where(R.id.in_(wanted), R.email != "")))
+        )
+        changed = sum(erase_for(conn, settings, email) for email in emails)
+        if emails:
+            audit.record(
+                conn,
+                user_id,
+                "reply erase",
+                f"{len(emails)} addresses, from replies {', '.join(map(str, wanted))}",
+            )
+    return changed
+
+
 def erase_for(conn: Connection, settings: Settings, email: str) -> int:
     """Remove the replies written from ``email`` (``reply_erasure = "remove"``), or keep
     their text as ``a reader``'s with nothing that names the writer (``anonymise``)."""

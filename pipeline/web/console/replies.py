@@ -33,13 +33,14 @@ router = APIRouter()
 Moderator = Annotated[Session, Depends(require(Action.MODERATE))]
 PAGE = "/admin/replies"
 MAX_PAGE = 10**6
-ACTIONS = ("approve", "reject", "spam", "ban-address", "ban-range")
+ACTIONS = ("approve", "reject", "spam", "ban-address", "ban-range", "erase")
 DONE = {
     "approve": "approved",
     "reject": "rejected",
     "spam": "marked as spam",
     "ban-address": "banned by address",
     "ban-range": "banned by IP range",
+    "erase": "erased, with every other reply from their addresses",
 }
 
 
@@ -99,6 +100,7 @@ def _page(
         "bans": moderation.bans(svc.engine),
         "done": done,
         "error": error,
+        "reply_erasure": svc.settings.reply_erasure,
     }
     return views.page(svc, request, "replies.html", session, code, **context)
 
@@ -119,7 +121,12 @@ def decide(
     if not chosen:
         return _page(svc, request, session, status, error="Tick the replies first.", code=400)
     by = _by(session)
-    if action.startswith("ban-"):
+    if action == "erase":
+        count = len(set(chosen))
+        moderation.erase_writers(svc.engine, svc.settings, chosen, session.user.id)
+        for key in [k for k in svc.kept if k.startswith("replies:")]:
+            svc.kept.pop(key, None)  # the writers' replies may be on any article
+    elif action.startswith("ban-"):
         kind: Literal["address", "range"] = "address" if action == "ban-address" else "range"
         moderation.ban(svc.engine, chosen, kind, by, session.user.id)
         count = len(chosen)
