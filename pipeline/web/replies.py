@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pipeline.render.policy import article_url
 from pipeline.replies import guard, mail, moderation, threads
-from pipeline.replies.text import Fields, ReplyProblem, check, paragraphs_html
+from pipeline.replies.text import ReplyProblem, check, paragraphs_html
 from pipeline.replies.threads import Closed, NewReply, Posted, PublicReply
 from pipeline.statuses import ReplyNotify, ReplyStatus
 from pipeline.web.limits import client_of
@@ -135,7 +135,7 @@ async def _post(
     if isinstance(result, Closed):
         return Answer(result.status, result.why)
     assert isinstance(result, Posted)
-    _after(svc, tasks, result, fields)
+    _after(svc, tasks, result)
     # Spam is answered as a held reply: its writer learns nothing.
     message = SHOWN if result.status is ReplyStatus.APPROVED else WAITS
     if result.notify is ReplyNotify.UNCONFIRMED:
@@ -143,7 +143,7 @@ async def _post(
     return Answer(201, message, posted=result)
 
 
-def _after(svc: Service, tasks: BackgroundTasks, posted: Posted, fields: Fields) -> None:
+def _after(svc: Service, tasks: BackgroundTasks, posted: Posted) -> None:
     """What follows a stored reply, after the answer: the confirmation of notifications,
     the notices of a reply published at once; the page's cache forgets the article."""
     svc.kept.pop(f"replies:{posted.slug}", None)
