@@ -2,7 +2,7 @@
 runs: ``letterpress serve`` in its own process with Redis, a Celery worker in a process
 of its own (the task is given the job's id; both share the data directory), SQLite.
 
-An operator uploads a CSV file of 30,000 long rows, three of them bad, large enough that
+An operator uploads a CSV file of 150,000 long rows, three of them bad, large enough that
 the worker validates it in processes of its own (``imports.PARALLEL_BYTES``); the page
 shows the progress bar as the worker moves on, without a reload, then the report: the
 three bad rows with their lines and what is wrong. axe-core checks the import pages at
