@@ -248,4 +248,10 @@ def test_the_reply_pages_pass_axe_at_desktop_and_phone_widths(
             page.goto(f"{svc.url}/admin/replies")
             expect(page.locator(".held .reply")).to_have_count(1)
             axe.check(page, "console-replies", width)
+            page.locator(".held .reply input[type=checkbox]").check()
+            page.get_by_role("button", name="Erase the writers' replies").click()
+            expect(page.get_by_role("heading", level=1)).to_have_text(
+                "Erase these writers' replies?"
+            )
+            axe.check(page, "console-reply-erase", width)
     assert axe.problems() == {}

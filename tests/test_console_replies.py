@@ -93,8 +93,15 @@ def test_a_moderator_works_the_queue_in_bulk_with_each_replys_context(
     # A reader who is not a subscriber asks to be forgotten: every reply of the address.
     another = reply(svc, "cat@example.org", "A second question from Cat")
     con.get("/admin/replies")
-    erased = con.post("/admin/replies/decide", {"action": "erase", "ids": str(another)})
-    assert erased.status_code == 303 and "erased" in erased.headers["location"]
+    asked = con.post("/admin/replies/decide", {"action": "erase", "ids": str(another)})
+    assert asked.status_code == 200  # it cannot be undone: the page says what goes first
+    assert "<code>cat@example.org</code>: 2 replies" in asked.text
+    assert "Confirm: erase 2 replies" in asked.text
+    assert "cat@example.org" in [r.email for r in _rows(svc)]
+    erased = con.post(
+        "/admin/replies/decide", {"action": "erase", "ids": str(another), "confirmed": "1"}
+    )
+    assert erased.status_code == 303 and "done=2+replies+of" in erased.headers["location"]
     assert "cat@example.org" not in [r.email for r in _rows(svc)]
     assert len(_rows(svc)) == 3
     actions = [e.action for e in audit.recent(svc.engine)]

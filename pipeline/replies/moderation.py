@@ -407,6 +407,21 @@ def export_for(conn: Connection, email: str) -> list[dict[str, Any]]:
 ANONYMOUS = "a reader"
 
 
+def writers(engine: Engine, ids: Sequence[int]) -> list[tuple[str, int]]:
+    """The addresses that wrote the replies ``ids``, each with how many replies it has
+    in all (what ``erase_writers`` would erase)."""
+    wanted = sorted({int(i) for i in ids})
+    with engine.connect() as conn:
+        emails = sa.select(R.email).where(R.id.in_(wanted), R.email != "").distinct()
+        rows = conn.execute(
+            sa.select(R.email, sa.func.count())
+            .where(R.email.in_(emails.scalar_subquery()))
+            .group_by(R.email)
+            .order_by(R.email)
+        ).all()
+    return [(email, int(n)) for email, n in rows]
+
+
 def erase_writers(
     engine: Engine, settings: Settings, ids: Sequence[int], user_id: int | None
 ) -> int:

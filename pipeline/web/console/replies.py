@@ -40,7 +40,7 @@ DONE = {
     "spam": "marked as spam",
     "ban-address": "banned by address",
     "ban-range": "banned by IP range",
-    "erase": "erased, with every other reply from their addresses",
+    "erase": "of the ticked replies' writers erased",
 }
 
 
@@ -114,6 +114,7 @@ def decide(
     action: Annotated[str, Form(max_length=20)],
     ids: Annotated[list[int] | None, Form(max_length=moderation.PAGE)] = None,
     status: Annotated[ReplyStatus, Form()] = ReplyStatus.PENDING,
+    confirmed: Annotated[str, Form(max_length=1)] = "",
 ) -> Response:
     chosen = ids or []
     if action not in ACTIONS:
@@ -121,9 +122,19 @@ def decide(
     if not chosen:
         return _page(svc, request, session, status, error="Tick the replies first.", code=400)
     by = _by(session)
+    if action == "erase" and not confirmed:  # it cannot be undone: say what goes first
+        return views.page(
+            svc,
+            request,
+            "reply_erase.html",
+            session,
+            writers=moderation.writers(svc.engine, chosen),
+            ids=sorted(set(chosen)),
+            state=status,
+            reply_erasure=svc.settings.reply_erasure,
+        )
     if action == "erase":
-        count = len(set(chosen))
-        moderation.erase_writers(svc.engine, svc.settings, chosen, session.user.id)
+        count = moderation.erase_writers(svc.engine, svc.settings, chosen, session.user.id)
         for key in [k for k in svc.kept if k.startswith("replies:")]:
             svc.kept.pop(key, None)  # the writers' replies may be on any article
     elif action.startswith("ban-"):
