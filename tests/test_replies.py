@@ -6,7 +6,7 @@ rights, the moderators' digest and the ranking."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,14 @@ from pipeline.replies.text import ReplyProblem, check, segments, to_html
 from pipeline.sending.providers import create as create_provider
 from pipeline.settings import Settings
 from pipeline.store import db
-from tests.conftest import CONTENT, SEEDS
-from tests.service import RunningService, running_service
-from tests.test_service import mails
+from tests.conftest import SEEDS
+from tests.service import RunningService
+from tests.test_service import mails, service_for
 
 SLUG = SEEDS[1]  # the seed with the "Leave a Reply" block
 API = f"/api/replies/{SLUG}"
+
+__all__ = ["service_for"]  # a fixture, imported for pytest
 
 
 # -- what a reply may say -----------------------------------------------------------------------
@@ -107,20 +109,13 @@ def test_fields_are_normalised(settings: Settings) -> None:
 
 
 @pytest.fixture
-def replies_service(
-    tmp_path: Path, redis_url: str, redis_client: redis.Redis
-) -> Iterator[Callable[..., RunningService]]:
-    started: list[Any] = []
+def replies_service(service_for: Callable[..., RunningService]) -> Callable[..., RunningService]:
+    """``service_for``, with a page-load time short enough for the tests to wait out."""
 
     def start(database_url: str, **settings: Any) -> RunningService:
-        values = {"content_dir": str(CONTENT), "reply_min_seconds": 0.5, **settings}
-        context = running_service(tmp_path, database_url, redis_url, settings=values)
-        started.append(context)
-        return context.__enter__()
+        return service_for(database_url, **{"reply_min_seconds": 0.5, **settings})
 
-    yield start
-    for context in reversed(started):
-        context.__exit__(None, None, None)
+    return start
 
 
 def fresh_token(svc: RunningService) -> str:

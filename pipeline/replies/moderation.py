@@ -85,24 +85,15 @@ def queue(
             .offset(offset)
             .limit(limit)
         ).all()
-    held = [
-        Held(
-            r.id,
-            r.article_slug,
-            r.name,
-            r.email,
-            r.website,
-            r.body,
-            r.status,
-            r.created_at,
-            r.answers_id,
-            r.answers_name or "",
-            r.answers_body or "",
-            r.notify,
-        )
-        for r in rows
-    ]
+    held = [_held(r, r.answers_name or "", r.answers_body or "") for r in rows]
     return held, int(total)
+
+
+def _held(r: Any, answers_name: str = "", answers_body: str = "") -> Held:
+    return Held(
+        r.id, r.article_slug, r.name, r.email, r.website, r.body, r.status, r.created_at,
+        r.answers_id, answers_name, answers_body, r.notify,
+    )  # fmt: skip
 
 
 def status_counts(engine: Engine) -> dict[str, int]:
@@ -264,37 +255,16 @@ def purge_spam(engine: Engine, settings: Settings, now: datetime | None = None) 
 def take_digest(engine: Engine) -> list[Held]:
     """The waiting replies no moderator has been told of yet, marked as told."""
     with engine.begin() as conn:
-        ids = list(
-            conn.scalars(
-                sa.select(R.id)
-                .where(R.status == ReplyStatus.PENDING, R.in_digest.is_(False))
-                .order_by(R.id)
-                .limit(200)
-            )
-        )
-        if ids:
-            conn.execute(sa.update(db.replies).where(R.id.in_(ids)).values(in_digest=True))
-    if not ids:
-        return []
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(db.replies).where(R.id.in_(ids)).order_by(R.id)).all()
-    return [
-        Held(
-            r.id,
-            r.article_slug,
-            r.name,
-            r.email,
-            r.website,
-            r.body,
-            r.status,
-            r.created_at,
-            r.answers_id,
-            "",
-            "",
-            r.notify,
-        )
-        for r in rows
-    ]
+        rows = conn.execute(
+            sa.select(db.replies)
+            .where(R.status == ReplyStatus.PENDING, R.in_digest.is_(False))
+            .order_by(R.id)
+            .limit(200)
+        ).all()
+        if rows:
+            told = [r.id for r in rows]
+            conn.execute(sa.update(db.replies).where(R.id.in_(told)).values(in_digest=True))
+    return [_held(r) for r in rows]
 
 
 def untake_digest(engine: Engine, ids: Iterable[int]) -> None:

@@ -25,7 +25,17 @@ from pipeline.sending.providers.base import Provider
 from pipeline.settings import Settings, load_settings
 from pipeline.web import admin, console, hooks, pages, public, replies
 from pipeline.web.forms import UPLOADS, Utf8Forms
-from pipeline.web.service import ASGIApp, Message, Receive, Scope, Send, Service, current
+from pipeline.web.service import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    Service,
+    current,
+    read_body,
+    replaying,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,26 +148,13 @@ class FastPaths:
         await self.app(scope, receive, send)
 
     async def _reply(self, scope: Scope, receive: Receive, send: Send, slug: str) -> None:
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:  # the client went away
+            return
         try:
             valid = replies.ReplyIn.model_validate_json(body)
         except ValidationError:  # the application answers it (422, in its words)
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            await self.app(scope, replay, send)
+            await self.app(scope, replaying(body, receive), send)
             return
         answer = await replies.answer_post(self.service, Request(scope), slug, valid)
         await answer(scope, receive, send)

@@ -23,10 +23,12 @@ from fastapi.responses import JSONResponse
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from pipeline.web.service import read_body, replaying
+
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
-    from pipeline.web.service import ASGIApp, Message, Receive, Scope, Send, Service
+    from pipeline.web.service import ASGIApp, Receive, Scope, Send, Service
 
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 # File uploads, up to ``import_max_bytes`` (``BodyLimit``): Starlette spools them to disk
@@ -159,14 +161,9 @@ class Utf8Forms:
         ):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        message: Message = {"more_body": True}
-        while message.get("more_body"):
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-        body = b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:  # the client went away
+            return
         field = undecodable_field(content_type, body)
         if field is not None:
             await self._refuse(scope, receive, send, field, headers)
@@ -180,17 +177,7 @@ class Utf8Forms:
                     (k, length if k == b"content-length" else v) for k, v in scope["headers"]
                 ],
             }
-        body = given
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(given, receive), send)
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, field: str, headers: dict[bytes, bytes]

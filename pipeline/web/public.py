@@ -41,7 +41,9 @@ Token = Annotated[str, Path(max_length=80)]
 Position = Annotated[int, Path(ge=0, le=9999)]
 
 
-def _claim(svc: Service, purpose: str, token: str, max_hours: float | None = None) -> Claim:
+def claim_or_404(svc: Service, purpose: str, token: str, max_hours: float | None = None) -> Claim:
+    """The claim of a signed link's token (dated when ``max_hours`` is given), or 404
+    with the page every invalid link gets (also ``pipeline.web.replies``)."""
     if max_hours is None:
         claim = svc.signer.verify(purpose, token)
     else:
@@ -190,7 +192,7 @@ def subscribe_api(svc: Svc, request: Request, tasks: BackgroundTasks, body: Subs
     summary="Confirmation page",
 )
 def confirm_page(svc: Svc, token: Token) -> HTMLResponse:
-    _claim(svc, "confirm", token, svc.settings.confirm_hours)
+    claim_or_404(svc, "confirm", token, svc.settings.confirm_hours)
     return svc.page("confirm.html")
 
 
@@ -201,7 +203,7 @@ def confirm_page(svc: Svc, token: Token) -> HTMLResponse:
     summary="Confirm a subscription",
 )
 def confirm(svc: Svc, token: Token) -> HTMLResponse:
-    claim = _claim(svc, "confirm", token, svc.settings.confirm_hours)
+    claim = claim_or_404(svc, "confirm", token, svc.settings.confirm_hours)
     try:
         consent.confirm(svc.engine, claim.subscriber_id)
     except NotFound:
@@ -230,7 +232,7 @@ def _list_name(svc: Service, list_id: int) -> str:
     summary="Unsubscribe page (changes nothing)",
 )
 def unsubscribe_page(svc: Svc, token: Token) -> HTMLResponse:
-    claim = _claim(svc, "unsubscribe", token)
+    claim = claim_or_404(svc, "unsubscribe", token)
     email = directory.email_of(svc.engine, claim.subscriber_id)
     if email is None:
         return svc.page(
@@ -257,7 +259,7 @@ def unsubscribe_page(svc: Svc, token: Token) -> HTMLResponse:
     response_class=HTMLResponse,
 )
 async def unsubscribe(svc: Svc, token: Token) -> HTMLResponse:
-    return await one_click(svc, _claim(svc, "unsubscribe", token))
+    return await one_click(svc, claim_or_404(svc, "unsubscribe", token))
 
 
 async def one_click(svc: Service, claim: Claim) -> HTMLResponse:
@@ -308,7 +310,7 @@ def _preferences_page(
     summary="Preferences page",
 )
 def preferences_page(svc: Svc, token: Token) -> HTMLResponse:
-    return _preferences_page(svc, _claim(svc, "preferences", token).subscriber_id)
+    return _preferences_page(svc, claim_or_404(svc, "preferences", token).subscriber_id)
 
 
 @router.post(
@@ -325,7 +327,7 @@ def preferences_save(
     lists: Annotated[list[str] | None, Form(max_length=20)] = None,
     paused: Annotated[str, Form(max_length=10)] = "",
 ) -> HTMLResponse:
-    sid = _claim(svc, "preferences", token).subscriber_id
+    sid = claim_or_404(svc, "preferences", token).subscriber_id
     try:
         consent.update_preferences(
             svc.engine,
@@ -347,7 +349,7 @@ def preferences_save(
     "/export/{token}", tags=["subscribers"], summary="Everything held about the subscriber (JSON)"
 )
 def export(svc: Svc, token: Token) -> Response:
-    claim = _claim(svc, "export", token, svc.settings.signed_link_hours)
+    claim = claim_or_404(svc, "export", token, svc.settings.signed_link_hours)
     try:
         data = consent.export(svc.engine, claim.subscriber_id, via="their own link")
     except NotFound:
@@ -369,7 +371,7 @@ def export(svc: Svc, token: Token) -> Response:
     summary="Deletion page (changes nothing)",
 )
 def delete_page(svc: Svc, token: Token) -> HTMLResponse:
-    _claim(svc, "delete", token, svc.settings.signed_link_hours)
+    claim_or_404(svc, "delete", token, svc.settings.signed_link_hours)
     return svc.page("delete.html")
 
 
@@ -380,7 +382,7 @@ def delete_page(svc: Svc, token: Token) -> HTMLResponse:
     summary="Delete the subscriber's data",
 )
 def delete(svc: Svc, token: Token) -> HTMLResponse:
-    claim = _claim(svc, "delete", token, svc.settings.signed_link_hours)
+    claim = claim_or_404(svc, "delete", token, svc.settings.signed_link_hours)
     consent.erase(svc.engine, claim.subscriber_id, svc.settings)
     return svc.page(
         "message.html",

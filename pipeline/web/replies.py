@@ -33,6 +33,7 @@ from pipeline.replies.text import ReplyProblem, check, paragraphs_html
 from pipeline.replies.threads import Closed, NewReply, Posted, PublicReply
 from pipeline.statuses import ReplyNotify, ReplyStatus
 from pipeline.web.limits import client_of
+from pipeline.web.public import claim_or_404
 from pipeline.web.service import Published, Service, service
 
 log = logging.getLogger(__name__)
@@ -383,14 +384,9 @@ async def reply_form(
 
 # -- notifications ------------------------------------------------------------------------------
 
-INVALID_LINK = "This link is not valid, or it has expired."
-
 
 def _notify_claim(svc: Service, token: str) -> int:
-    claim = svc.signer.verify_dated("reply-notify", token, svc.settings.confirm_hours)
-    if claim is None:
-        raise HTTPException(404, INVALID_LINK)
-    return claim.subscriber_id
+    return claim_or_404(svc, "reply-notify", token, svc.settings.confirm_hours).subscriber_id
 
 
 @router.get(
@@ -429,10 +425,7 @@ def notify_confirm(svc: Svc, token: Token) -> HTMLResponse:
 
 
 def _stop_claim(svc: Service, token: str) -> int:
-    claim = svc.signer.verify("reply-stop", token)
-    if claim is None:
-        raise HTTPException(404, INVALID_LINK)
-    return claim.subscriber_id
+    return claim_or_404(svc, "reply-stop", token).subscriber_id
 
 
 @router.get(
