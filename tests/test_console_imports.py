@@ -216,7 +216,7 @@ def test_a_stopped_or_interrupted_import_says_so_and_imports_again(
 ) -> None:
     svc = sqlite_service
     console = operator(svc)
-    rows = 30_000  # two chunks of import_csv's 25,000: the stop lands before the second
+    rows = 120_000  # five chunks of import_csv's 25,000 (under the test's 4 MB upload limit)
     content = "email,name\n" + "".join(f"r{i}@example.com,R {i}\n" for i in range(rows))
     job_id = job_of(upload(console, content.encode()))
     console.get(f"/admin/imports/{job_id}")
